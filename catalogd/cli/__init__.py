@@ -1,0 +1,102 @@
+"""The ``catalogd`` command line.
+
+Each command lives in its own module of this package and is registered on :data:`cli`.
+Commands raise :class:`~catalogd.errors.CatalogdError`; only :func:`main` turns errors
+into messages on standard error and exit statuses, so user mistakes never show a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from catalogd import __version__
+from catalogd.config import Settings, load_settings, resolve_config_path
+from catalogd.errors import EX_SOFTWARE, CatalogdError
+
+log = logging.getLogger("catalogd")
+
+
+@dataclass
+class CliContext:
+    """What every command shares: the configuration file, loaded on first use."""
+
+    config_option: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        """The validated settings (ConfigError, exit 78, when invalid)."""
+        if self._settings is None:
+            self._settings = load_settings(resolve_config_path(self.config_option))
+        return self._settings
+
+    def store_url(self, option: str | None) -> str:
+        """``--store`` when given, else ``[store] url``."""
+        return option if option else self.settings().store.url
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="catalogd")
+@click.option(
+    "--config",
+    "config_option",
+    metavar="FILE",
+    help="Configuration file (default: $CATALOGD_CONFIG, else /etc/catalogd/catalogd.toml "
+    "when it exists, else built-in defaults).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, config_option: str | None, verbose: int) -> None:
+    """Catalogue, police and search a light source's /data tree."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliContext(config_option=config_option)
+
+
+def _register() -> None:
+    from catalogd.cli import check_config, demo, scan, search
+
+    for module in (check_config, demo, scan, search):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``catalogd`` script; returns the exit status."""
+    try:
+        status = cli.main(args=argv, prog_name="catalogd", standalone_mode=False)
+    except CatalogdError as exc:
+        click.echo(f"catalogd: error: {exc.message}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("catalogd: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader of our output went away (``catalogd search | head``): not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.exception("internal error: please report this with the traceback above")
+        return EX_SOFTWARE
+    # With standalone_mode=False click returns ctx.exit()'s status, or the command's value.
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Settings: one TOML file plus ``CATALOGD_<SECTION>_<KEY>`` environment overrides.
+
+Validated once, in the CLI, then passed explicitly; nothing here reads the environment
+at import time. Secrets (``ldap.bind_password``) may be given directly or read from a
+file (``ldap.bind_password_file``) and are masked wherever settings are shown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from catalogd import layout
+from catalogd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/catalogd/catalogd.toml")
+DEFAULT_STORE_URL = "sqlite:////var/lib/catalogd/catalog.db"
+ENV_PREFIX = "CATALOGD_"
+#: The environment variable naming the configuration file (``--config`` wins over it).
+CONFIG_ENV = "CATALOGD_CONFIG"
+SECRET_MASK = "**********"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WatchSettings(Section):
+    """``[watch]``: what to watch."""
+
+    root: str = Field(default="/data", description="The data root: the top of the layout.")
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return layout.normalise_root(value)
+
+
+class StoreSettings(Section):
+    """``[store]``: where the catalogue lives."""
+
+    url: str = Field(
+        default=DEFAULT_STORE_URL,
+        description="sqlite:///ABSOLUTE/PATH.db (embedded) or http(s)://HOST:PORT[,...] "
+        "(Elasticsearch).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        for url in value.split(","):
+            parts = urlsplit(url.strip())
+            if parts.scheme == "sqlite":
+                if parts.netloc or not parts.path.startswith("/"):
+                    raise ValueError("a SQLite URL is sqlite:///ABSOLUTE/PATH.db")
+            elif parts.scheme in ("http", "https"):
+                if not parts.hostname:
+                    raise ValueError(f"{url!r} names no host")
+            elif parts.scheme != "memory":
+                raise ValueError(f"{url!r}: use sqlite:///ABSOLUTE/PATH.db or http(s)://HOST:PORT")
+        return value
+
+
+class LayoutSettings(Section):
+    """``[layout]``: how the tree below the root is organised."""
+
+    levels: tuple[str, ...] = layout.DEFAULT_LEVELS
+    user_types: tuple[str, ...] = layout.DEFAULT_USER_TYPES
+    strict_user_types: tuple[str, ...] = layout.DEFAULT_STRICT_USER_TYPES
+    areas: tuple[str, ...] = layout.DEFAULT_AREAS
+    proposal_group: str = layout.DEFAULT_PROPOSAL_GROUP
+    beamline_group: str = layout.DEFAULT_BEAMLINE_GROUP
+    service_user: str = layout.DEFAULT_SERVICE_USER
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if sorted(value) != sorted(layout.REQUIRED_LEVELS):
+            raise ValueError(f"must name each of {sorted(layout.REQUIRED_LEVELS)} exactly once")
+        return value
+
+    @field_validator("proposal_group", "beamline_group", "service_user")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(beamline="b", proposal="p")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"template {value!r} may only use {{beamline}} and {{proposal}}"
+            ) from exc
+        return value
+
+
+class LdapSettings(Section):
+    """``[ldap]``: the facility's directory, for logins and group membership."""
+
+    url: str | None = None
+    bind_dn: str | None = None
+    bind_password: SecretStr | None = None
+    bind_password_file: Path | None = None
+    user_base: str | None = None
+    group_base: str | None = None
+    schema_: Literal["rfc2307", "rfc2307bis", "ad"] = Field(default="rfc2307bis", alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _read_password_file(self) -> LdapSettings:
+        if self.bind_password_file is not None and self.bind_password is None:
+            try:
+                secret = self.bind_password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"bind_password_file: cannot read {self.bind_password_file}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            object.__setattr__(self, "bind_password", SecretStr(secret))
+        return self
+
+
+class ApiSettings(Section):
+    """``[api]``: the search API."""
+
+    listen: str = "127.0.0.1:8080"
+    auditor_groups: tuple[str, ...] = ("data-auditors",)
+    admin_groups: tuple[str, ...] = ()
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT")
+        return value
+
+
+class ScanSettings(Section):
+    """``[scan]``: the tree walk."""
+
+    workers: int = Field(default=4, ge=1, le=64, description="Threads walking directories.")
+    batch_size: int = Field(default=500, ge=1, le=100_000, description="Documents per write.")
+    cross_mounts: bool = False
+
+
+class LogSettings(Section):
+    """``[log]``: logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see the configuration reference in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+        frozen=True,
+    )
+
+    watch: WatchSettings = WatchSettings()
+    store: StoreSettings = StoreSettings()
+    layout: LayoutSettings = LayoutSettings()
+    ldap: LdapSettings = LdapSettings()
+    api: ApiSettings = ApiSettings()
+    scan: ScanSettings = ScanSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def layout_config(self) -> layout.LayoutConfig:
+        """The layout model for the configured root."""
+        return layout.LayoutConfig(root=self.watch.root, **self.layout.model_dump())
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets masked, None values left out."""
+        return _drop_none(self.model_dump(mode="json", by_alias=True))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def resolve_config_path(explicit: str | None, environ: dict[str, str] | None = None) -> Path | None:
+    """The configuration file to read: ``--config``, else $CATALOGD_CONFIG, else the
+    default path when it exists, else None (built-in defaults only)."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read, merge and validate the configuration; ConfigError names the bad key."""
+    if path is not None and not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist or is not a file")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        loaded = _FileSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return Settings.model_validate(loaded.model_dump(by_alias=True))
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        env_name = ENV_PREFIX + "_".join(str(p).upper() for p in error["loc"][:2])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message} (environment: {env_name})")
+    return "\n".join(lines)

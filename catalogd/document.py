@@ -1,0 +1,200 @@
+"""The catalogue's document: one per file, plain data.
+
+Every store keeps and returns exactly these fields. ``path`` is a ``str`` as
+:func:`os.fsdecode` gives it: bytes that are not valid UTF-8 are carried as surrogate
+escapes, so the exact name survives a round trip through any store. :func:`to_json`
+renders a document for people and tools (JSON Lines), with such names shown with
+``\\xNN`` escapes and their exact bytes in ``path_b64``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from catalogd.layout import LayoutConfig, Location, access_groups
+
+#: Kinds of file, as ``catalogd extract`` reports them.
+KIND_NEXUS = "nexus"
+KIND_HDF5 = "hdf5"
+KIND_OTHER = "other"
+KINDS = (KIND_NEXUS, KIND_HDF5, KIND_OTHER)
+
+JSONDict = dict[str, Any]
+
+
+def document_id(path: str) -> str:
+    """The stable id of the document for ``path``: the same path always gives the same id."""
+    return hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+
+
+def utc_iso(timestamp: float | None) -> str | None:
+    """A POSIX timestamp as ISO 8601 in UTC, or None."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC).isoformat()
+
+
+def display_path(path: str) -> str:
+    """``path`` as valid text: undecodable bytes shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def is_text_path(path: str) -> bool:
+    """True when ``path`` is valid UTF-8 (no surrogate escapes)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileDocument:
+    """One file of the tree, with its layout, access groups and metadata."""
+
+    id: str
+    path: str
+    name: str
+    size: int
+    mtime: float
+    ctime: float
+    inode: int
+    dev: int
+    uid: int
+    gid: int
+    owner: str | None
+    group: str | None
+    mode: int  # the full st_mode: file type, setuid/setgid/sticky and permission bits
+    level: str
+    user_type: str | None = None
+    beamline: str | None = None
+    proposal: str | None = None
+    visit: str | None = None
+    visit_date: str | None = None  # ISO date
+    area: str | None = None
+    inner_path: str | None = None
+    access_groups: tuple[str, ...] = ()
+    kind: str = KIND_OTHER
+    #: One mapping per NeXus entry, as ``catalogd extract`` gives them.
+    entries: tuple[JSONDict, ...] = ()
+    #: Non-NeXus facts from the indexers (HDF5 summary, links, master file).
+    metadata: JSONDict = field(default_factory=dict)
+    #: Why metadata could not be extracted, or None.
+    error: str | None = None
+    indexed_at: float = 0.0
+
+    # -- derived values, used by every store the same way -----------------------------
+    @property
+    def title(self) -> str | None:
+        """The first entry's title."""
+        return _first_text(self.entries, "title")
+
+    @property
+    def start_time(self) -> str | None:
+        """The measurement start: the earliest entry start time (ISO 8601)."""
+        starts = [e["start_time"] for e in self.entries if isinstance(e.get("start_time"), str)]
+        return min(starts) if starts else None
+
+    @property
+    def sample(self) -> str | None:
+        for entry in self.entries:
+            sample = entry.get("sample")
+            if isinstance(sample, Mapping) and isinstance(sample.get("name"), str):
+                return str(sample["name"])
+        return None
+
+    def search_text(self) -> str:
+        """The text free-text search looks in: name, path, proposal, titles, samples."""
+        parts: list[str] = [display_path(self.path), self.proposal or ""]
+        for entry in self.entries:
+            for key in ("title", "experiment_identifier", "definition"):
+                value = entry.get(key)
+                if isinstance(value, str):
+                    parts.append(value)
+            sample = entry.get("sample")
+            if isinstance(sample, Mapping):
+                for key in ("name", "chemical_formula", "description"):
+                    value = sample.get(key)
+                    if isinstance(value, str):
+                        parts.append(value)
+        return "\n".join(p for p in parts if p)
+
+    def with_changes(self, **changes: Any) -> FileDocument:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values.update(changes)
+        return FileDocument(**values)
+
+
+def _first_text(entries: tuple[JSONDict, ...], key: str) -> str | None:
+    for entry in entries:
+        value = entry.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def document_from_stat(
+    path: str,
+    st: os.stat_result,
+    location: Location,
+    layout: LayoutConfig,
+    *,
+    owner: str | None,
+    group: str | None,
+    indexed_at: float,
+    kind: str = KIND_OTHER,
+    entries: tuple[JSONDict, ...] = (),
+    metadata: JSONDict | None = None,
+    error: str | None = None,
+) -> FileDocument:
+    """Build the document for one file from its stat result and layout location."""
+    return FileDocument(
+        id=document_id(path),
+        path=path,
+        name=os.path.basename(path),
+        size=st.st_size,
+        mtime=st.st_mtime,
+        ctime=st.st_ctime,
+        inode=st.st_ino,
+        dev=st.st_dev,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        owner=owner,
+        group=group,
+        mode=st.st_mode,
+        level=location.level.value,
+        access_groups=access_groups(location, layout),
+        kind=kind,
+        entries=entries,
+        metadata=metadata or {},
+        error=error,
+        indexed_at=indexed_at,
+        **location.fields(),
+    )
+
+
+def to_json(doc: FileDocument) -> JSONDict:
+    """The document as JSON-ready data, the shape ``catalogd search --json`` prints."""
+    data = asdict(doc)
+    data["path"] = display_path(doc.path)
+    data["name"] = display_path(doc.name)
+    if doc.inner_path is not None:
+        data["inner_path"] = display_path(doc.inner_path)
+    if not is_text_path(doc.path):
+        data["path_b64"] = base64.b64encode(os.fsencode(doc.path)).decode("ascii")
+    data["access_groups"] = list(doc.access_groups)
+    data["entries"] = list(doc.entries)
+    data["mode_octal"] = f"{stat.S_IMODE(doc.mode):04o}"
+    data["mtime"] = utc_iso(doc.mtime)
+    data["ctime"] = utc_iso(doc.ctime)
+    data["indexed_at"] = utc_iso(doc.indexed_at)
+    data["title"] = doc.title
+    data["start_time"] = doc.start_time
+    return data

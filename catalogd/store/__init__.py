@@ -1,0 +1,44 @@
+"""Catalogue stores, opened from a store URL.
+
+``sqlite:///ABSOLUTE/PATH.db`` is the embedded store, ``memory://`` the in-memory one
+(tests), ``http(s)://HOST:PORT[,http(s)://HOST2:PORT]`` Elasticsearch.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from catalogd.errors import UsageError
+from catalogd.store.base import SearchQuery, SearchResult, Store
+from catalogd.store.memory import MemoryStore
+
+__all__ = ["MemoryStore", "SearchQuery", "SearchResult", "Store", "open_store", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///ABSOLUTE/PATH`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/"):
+        raise UsageError(
+            f"invalid SQLite store URL {url!r}: expected sqlite:///ABSOLUTE/PATH.db "
+            "(three slashes, then an absolute path)"
+        )
+    return parts.path
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names. Raises UsageError for a URL of no known kind."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return MemoryStore()
+    if scheme == "sqlite":
+        from catalogd.store.sqlite import SQLiteStore
+
+        return SQLiteStore(sqlite_path(url))
+    if scheme in ("http", "https"):
+        raise UsageError(
+            f"the Elasticsearch store ({url}) is not available in this version of catalogd"
+        )
+    raise UsageError(
+        f"unknown store URL {url!r}: use sqlite:///ABSOLUTE/PATH.db or http(s)://HOST:PORT"
+    )

@@ -1,0 +1,156 @@
+"""The catalogue store contract.
+
+A store keeps :class:`~catalogd.document.FileDocument` values by id and answers
+:class:`SearchQuery` values. Every implementation (memory, SQLite, Elasticsearch) obeys
+the same contract, checked by one test suite (``tests/test_store_contract.py``):
+
+* ``put`` is an idempotent upsert by ``id``; ``delete`` of an unknown id is a no-op.
+* Writes may be applied asynchronously; after ``flush()`` returns, every earlier write
+  is durable and visible to ``get``/``search``/``iter_documents``.
+* ``search`` applies every filter *inside* the query. When ``query.groups`` is not
+  None, only documents whose ``access_groups`` meet those groups exist for the caller:
+  they are left out of ``items``, ``total`` and ``facets`` alike. ``groups=None`` is
+  the operator's unfiltered view and must only be used by local, trusted callers.
+* Free text: each whitespace-separated term must occur, case-insensitively, as a
+  substring of the document's :meth:`~catalogd.document.FileDocument.search_text`
+  (file name, path, proposal, titles, samples): partial words match.
+* Results are ordered by ``query.sort`` then by id; ``next_cursor`` continues after the
+  last item and is None on the last page.
+* Errors are raised as :class:`~catalogd.errors.StoreError` (or its subclass
+  ``StoreUnavailable``); a backend's own exceptions never escape it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from catalogd.document import FileDocument
+from catalogd.violations import Violation, ViolationState
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+#: Fields that can be sorted on; a leading ``-`` sorts descending.
+SORT_FIELDS = ("path", "mtime", "size", "start_time", "indexed_at")
+FACET_FIELDS = ("user_type", "beamline", "proposal", "visit", "kind")
+DEFAULT_FACETS = ("user_type", "beamline", "proposal", "kind")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchQuery:
+    """What to look for, for whom, and which page."""
+
+    text: str | None = None
+    user_type: str | None = None
+    beamline: str | None = None
+    proposal: str | None = None
+    visit: str | None = None
+    kind: str | None = None
+    #: Only files at or below this absolute directory (or this exact file).
+    path_prefix: str | None = None
+    #: Inclusive bounds on the measurement start (ISO 8601 strings, compared as text).
+    start_from: str | None = None
+    start_to: str | None = None
+    #: The caller's effective groups; None is the unfiltered operator view.
+    groups: frozenset[str] | None = None
+    sort: str = "path"
+    size: int = DEFAULT_PAGE_SIZE
+    cursor: str | None = None
+    facets: tuple[str, ...] = DEFAULT_FACETS
+
+    def __post_init__(self) -> None:
+        if self.sort.lstrip("-") not in SORT_FIELDS:
+            raise ValueError(f"cannot sort on {self.sort!r}; choose one of {SORT_FIELDS}")
+        if not 0 <= self.size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page size must be between 0 and {MAX_PAGE_SIZE}")
+        unknown = set(self.facets) - set(FACET_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown facets {sorted(unknown)}; choose from {FACET_FIELDS}")
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return tuple(self.text.split()) if self.text else ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    total: int
+    items: list[FileDocument]
+    next_cursor: str | None = None
+    #: facet name -> value -> count, over every visible match (not just this page).
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """A catalogue of file documents. See the module docstring for the contract."""
+
+    #: The URL the store was opened from, with any credentials removed.
+    url: str
+
+    @abc.abstractmethod
+    def put(self, docs: Iterable[FileDocument]) -> None:
+        """Insert or replace documents by id."""
+
+    @abc.abstractmethod
+    def delete(self, ids: Iterable[str]) -> None:
+        """Remove documents by id; unknown ids are ignored."""
+
+    @abc.abstractmethod
+    def get(self, doc_id: str, *, groups: frozenset[str] | None = None) -> FileDocument | None:
+        """The document with this id, or None if absent or not visible to ``groups``."""
+
+    @abc.abstractmethod
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Documents matching ``query``, filtered by ``query.groups``."""
+
+    @abc.abstractmethod
+    def iter_documents(self, *, path_prefix: str | None = None) -> Iterator[FileDocument]:
+        """Every document (unfiltered), optionally under ``path_prefix``, in path order."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """The number of documents stored."""
+
+    # -- policy violations (see catalogd.violations for the history rules) ---------------
+    @abc.abstractmethod
+    def record_audit(
+        self,
+        findings: Iterable[Violation],
+        *,
+        scope: str,
+        seen_at: float,
+        recursive: bool = True,
+    ) -> None:
+        """Record the findings of an audit of ``scope`` made at ``seen_at``.
+
+        Open records in the scope (the path itself, and everything below it when
+        ``recursive``) that are not among ``findings`` are resolved at ``seen_at``.
+        """
+
+    @abc.abstractmethod
+    def violations(
+        self,
+        *,
+        state: ViolationState = ViolationState.OPEN,
+        path_prefix: str | None = None,
+    ) -> list[Violation]:
+        """Stored violations in ``state``, ordered by path, rule and first_seen."""
+
+    def flush(self) -> None:  # noqa: B027 - synchronous stores have nothing to flush
+        """Block until every earlier write is durable and visible."""
+
+    def close(self) -> None:  # noqa: B027 - stores without resources need no closing
+        """Flush and release resources. The store cannot be used afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
