@@ -12,8 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from catalogd import layout
+from catalogd import layout as layout_model
 from catalogd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/catalogd/catalogd.toml")
@@ -46,7 +53,7 @@ class WatchSettings(Section):
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("must be an absolute path")
-        return layout.normalise_root(value)
+        return layout_model.normalise_root(value)
 
 
 class StoreSettings(Section):
@@ -77,19 +84,21 @@ class StoreSettings(Section):
 class LayoutSettings(Section):
     """``[layout]``: how the tree below the root is organised."""
 
-    levels: tuple[str, ...] = layout.DEFAULT_LEVELS
-    user_types: tuple[str, ...] = layout.DEFAULT_USER_TYPES
-    strict_user_types: tuple[str, ...] = layout.DEFAULT_STRICT_USER_TYPES
-    areas: tuple[str, ...] = layout.DEFAULT_AREAS
-    proposal_group: str = layout.DEFAULT_PROPOSAL_GROUP
-    beamline_group: str = layout.DEFAULT_BEAMLINE_GROUP
-    service_user: str = layout.DEFAULT_SERVICE_USER
+    levels: tuple[str, ...] = layout_model.DEFAULT_LEVELS
+    user_types: tuple[str, ...] = layout_model.DEFAULT_USER_TYPES
+    strict_user_types: tuple[str, ...] = layout_model.DEFAULT_STRICT_USER_TYPES
+    areas: tuple[str, ...] = layout_model.DEFAULT_AREAS
+    proposal_group: str = layout_model.DEFAULT_PROPOSAL_GROUP
+    beamline_group: str = layout_model.DEFAULT_BEAMLINE_GROUP
+    service_user: str = layout_model.DEFAULT_SERVICE_USER
 
     @field_validator("levels")
     @classmethod
     def _levels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if sorted(value) != sorted(layout.REQUIRED_LEVELS):
-            raise ValueError(f"must name each of {sorted(layout.REQUIRED_LEVELS)} exactly once")
+        if sorted(value) != sorted(layout_model.REQUIRED_LEVELS):
+            raise ValueError(
+                f"must name each of {sorted(layout_model.REQUIRED_LEVELS)} exactly once"
+            )
         return value
 
     @field_validator("proposal_group", "beamline_group", "service_user")
@@ -196,13 +205,14 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
-    def layout_config(self) -> layout.LayoutConfig:
+    def layout_config(self) -> layout_model.LayoutConfig:
         """The layout model for the configured root."""
-        return layout.LayoutConfig(root=self.watch.root, **self.layout.model_dump())
+        return layout_model.LayoutConfig(root=self.watch.root, **self.layout.model_dump())
 
     def public_dict(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked, None values left out."""
-        return _drop_none(self.model_dump(mode="json", by_alias=True))
+        data: dict[str, Any] = _drop_none(self.model_dump(mode="json", by_alias=True))
+        return data
 
 
 def _drop_none(value: Any) -> Any:

@@ -170,7 +170,7 @@ def document_from_stat(
         group=group,
         mode=st.st_mode,
         level=location.level.value,
-        access_groups=access_groups(location, layout),
+        access_groups=access_groups(location, layout, is_dir=stat.S_ISDIR(st.st_mode)),
         kind=kind,
         entries=entries,
         metadata=metadata or {},

@@ -188,8 +188,18 @@ def classify(path: str, config: LayoutConfig) -> Location:
     return replace(base, level=level, area=area, inner_path="/".join(inner))
 
 
-def access_groups(location: Location, config: LayoutConfig) -> tuple[str, ...]:
+#: The levels the layout reserves for directories.
+DIRECTORY_LEVELS = frozenset({Level.USER_TYPE, Level.BEAMLINE, Level.PROPOSAL, Level.VISIT})
+
+
+def access_groups(
+    location: Location, config: LayoutConfig, *, is_dir: bool = True
+) -> tuple[str, ...]:
     """The groups allowed to see ``location``, from the layout alone.
+
+    A file where the layout expects a directory (``/data/visitor/biomax/stray.txt``)
+    takes the groups of the directory that holds it, not the name it would have as a
+    proposal or visit.
 
     The group the policy says an entry must have, never the group it happens to have,
     so a wrongly set group cannot widen access. Membership is transitive and resolved
@@ -197,6 +207,8 @@ def access_groups(location: Location, config: LayoutConfig) -> tuple[str, ...]:
     Entries above a beamline, and entries outside the layout, have no access group:
     only administrators see them.
     """
+    if not is_dir and location.level in DIRECTORY_LEVELS:
+        return access_groups(classify(posixpath.dirname(location.path), config), config)
     if location.proposal is not None and location.beamline is not None:
         return (config.proposal_group_for(beamline=location.beamline, proposal=location.proposal),)
     if location.beamline is not None:

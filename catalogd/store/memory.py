@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-
 from dataclasses import replace
 
 from catalogd.document import FileDocument

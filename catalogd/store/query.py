@@ -90,8 +90,8 @@ def after_cursor(doc: FileDocument, query: SearchQuery, cursor: tuple[SortValue,
     field = query.sort.lstrip("-")
     key = (sort_value(doc, field), doc.id)
     if query.sort.startswith("-"):
-        return key < cursor  # type: ignore[operator]
-    return key > cursor  # type: ignore[operator]
+        return key < cursor
+    return key > cursor
 
 
 def facet_counts(docs: Iterable[FileDocument], names: Iterable[str]) -> dict[str, dict[str, int]]:

@@ -1,0 +1,82 @@
+"""``catalogd scan ROOT [--store URL]``: index a tree once."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from catalogd.cli import CliContext, pass_cli
+from catalogd.cli.output import err_console, interactive
+from catalogd.scan import Scanner, ScanStats
+from catalogd.store import open_store
+
+
+@click.command("scan")
+@click.argument("root", type=click.Path(file_okay=False, path_type=str))
+@click.option("--store", "store_option", metavar="URL", help="Store URL (default: [store] url).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Walker threads (default: [scan]).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+@pass_cli
+def command(
+    ctx: CliContext, root: str, store_option: str | None, workers: int | None, quiet: bool
+) -> None:
+    """Walk ROOT once: stat, classify and store every file.
+
+    Documents of files that are gone are removed after a complete pass.
+    """
+    settings = ctx.settings()
+    root = os.path.abspath(root)
+    layout = settings.layout_config()
+    if not (root == layout.root or root.startswith(layout.root.rstrip("/") + "/")):
+        # Scanning a tree outside the configured root: the tree is its own data root.
+        layout = settings.model_copy(
+            update={"watch": settings.watch.model_copy(update={"root": root})}
+        ).layout_config()
+    with open_store(ctx.store_url(store_option)) as store:
+        scanner = Scanner(
+            store,
+            layout,
+            workers=workers or settings.scan.workers,
+            batch_size=settings.scan.batch_size,
+            cross_mounts=settings.scan.cross_mounts,
+        )
+        if quiet or not interactive():
+            stats = scanner.scan(root)
+        else:
+            stats = _scan_with_progress(scanner, root)
+    if not quiet:
+        click.echo(_summary(stats, store.url), err=True)
+
+
+def _scan_with_progress(scanner: Scanner, root: str) -> ScanStats:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]scanning[/] {task.fields[root]}"),
+        TextColumn("{task.completed:,} files, {task.fields[dirs]:,} directories"),
+        TextColumn("{task.fields[rate]:,.0f} files/s"),
+        TimeElapsedColumn(),
+        console=err_console(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("scan", total=None, root=root, dirs=0, rate=0.0)
+
+        def report(stats: ScanStats) -> None:
+            bar.update(task, completed=stats.files, dirs=stats.directories, rate=stats.rate)
+
+        return scanner.scan(root, progress=report)
+
+
+def _summary(stats: ScanStats, url: str) -> str:
+    text = (
+        f"scanned {stats.files:,} files in {stats.directories:,} directories "
+        f"in {stats.elapsed:.1f} s ({stats.rate:,.0f} files/s) into {url}"
+    )
+    if stats.deleted:
+        text += f"; removed {stats.deleted:,} documents of files that are gone"
+    if stats.skipped:
+        text += f"; {stats.skipped:,} links and special files not catalogued"
+    if stats.errors:
+        text += f"; {len(stats.errors):,} entries could not be read (see the log)"
+    return text

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from catalogd.document import document_id
+from catalogd.errors import UsageError
+from catalogd.layout import LayoutConfig
+from catalogd.scan import Scanner
+from catalogd.store.base import SearchQuery
+from catalogd.store.memory import MemoryStore
+
+VISIT = "visitor/biomax/20170251/2017112208"
+
+
+def tree(root: Path) -> None:
+    raw = root / VISIT / "raw"
+    raw.mkdir(parents=True)
+    (root / VISIT / "process").mkdir()
+    for i in range(3):
+        (raw / f"scan_{i:04d}.nxs").write_bytes(b"x" * i)
+    (root / VISIT / "process" / "notes.txt").write_text("notes", encoding="utf-8")
+
+
+def scanner(root: Path, store: MemoryStore) -> Scanner:
+    return Scanner(store, LayoutConfig(root=str(root)), batch_size=2, clock=lambda: 1_700_000_000.0)
+
+
+def test_scan_stores_every_file_with_its_facts(tmp_path: Path) -> None:
+    tree(tmp_path)
+    os.chmod(tmp_path / VISIT / "raw" / "scan_0001.nxs", 0o2640)
+    store = MemoryStore()
+    stats = scanner(tmp_path, store).scan(str(tmp_path))
+    assert (stats.files, stats.deleted, stats.errors) == (4, 0, [])
+    assert stats.directories == 7
+    docs = {Path(d.path).name: d for d in store.iter_documents()}
+    assert set(docs) == {"scan_0000.nxs", "scan_0001.nxs", "scan_0002.nxs", "notes.txt"}
+    doc = docs["scan_0001.nxs"]
+    st = os.lstat(doc.path)
+    assert (doc.size, doc.mtime, doc.inode, doc.uid, doc.gid) == (
+        1,
+        st.st_mtime,
+        st.st_ino,
+        st.st_uid,
+        st.st_gid,
+    )
+    assert doc.mode == st.st_mode and stat.S_IMODE(doc.mode) == 0o2640  # setgid kept
+    assert (doc.user_type, doc.beamline, doc.proposal, doc.visit) == (
+        "visitor",
+        "biomax",
+        "20170251",
+        "2017112208",
+    )
+    assert (doc.visit_date, doc.area, doc.inner_path) == ("2017-11-22", "raw", "raw/scan_0001.nxs")
+    assert doc.access_groups == ("20170251-group",)
+    assert doc.indexed_at == 1_700_000_000.0
+    assert docs["notes.txt"].area == "process"
+
+
+def test_rescan_removes_files_that_are_gone_and_is_idempotent(tmp_path: Path) -> None:
+    tree(tmp_path)
+    store = MemoryStore()
+    scan = scanner(tmp_path, store)
+    scan.scan(str(tmp_path))
+    first = {d.id for d in store.iter_documents()}
+    gone = tmp_path / VISIT / "raw" / "scan_0002.nxs"
+    gone.unlink()
+    stats = scan.scan(str(tmp_path))
+    assert stats.deleted == 1
+    assert {d.id for d in store.iter_documents()} == first - {document_id(str(gone))}
+    again = scan.scan(str(tmp_path))
+    assert (again.deleted, store.count()) == (0, 3)
+
+
+def test_files_below_an_unlistable_directory_are_not_deleted(tmp_path: Path) -> None:
+    tree(tmp_path)
+    store = MemoryStore()
+    scanner(tmp_path, store).scan(str(tmp_path))
+    locked = str(tmp_path / VISIT / "raw")
+
+    def failing_scandir(path: str) -> os._ScandirIterator[str]:
+        if path == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return os.scandir(path)
+
+    layout = LayoutConfig(root=str(tmp_path))
+    stats = Scanner(store, layout, scandir=failing_scandir).scan(str(tmp_path))
+    assert stats.deleted == 0
+    assert store.count() == 4
+    assert any("Permission denied" in e for e in stats.errors)
+
+
+def test_links_and_special_files_are_not_catalogued(tmp_path: Path) -> None:
+    tree(tmp_path)
+    (tmp_path / VISIT / "raw" / "latest").symlink_to("scan_0000.nxs")
+    os.mkfifo(tmp_path / VISIT / "raw" / "pipe")
+    store = MemoryStore()
+    stats = scanner(tmp_path, store).scan(str(tmp_path))
+    assert stats.skipped == 2
+    assert store.count() == 4
+
+
+def test_undecodable_names_round_trip(tmp_path: Path) -> None:
+    tree(tmp_path)
+    raw_dir = os.fsencode(tmp_path / VISIT / "raw")
+    name = raw_dir + b"/scan_\xff\xfe.nxs"
+    with open(name, "wb") as f:
+        f.write(b"data")
+    store = MemoryStore()
+    scanner(tmp_path, store).scan(str(tmp_path))
+    result = store.search(SearchQuery(text="scan_"))
+    assert os.fsencode(os.fsdecode(name)) in {os.fsencode(d.path) for d in result.items}
+
+
+def test_scan_errors_are_usage_errors(tmp_path: Path) -> None:
+    store = MemoryStore()
+    with pytest.raises(UsageError, match="No such file"):
+        scanner(tmp_path, store).scan(str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match="absolute"):
+        scanner(tmp_path, store).scan("relative/dir")
