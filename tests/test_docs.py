@@ -1,0 +1,37 @@
+"""The README documents every command and every setting (it is the reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from catalogd.cli import cli
+from catalogd.config import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_command_is_in_the_readme(name: str) -> None:
+    assert f"`catalogd {name}" in README
+
+
+def setting_keys() -> list[str]:
+    keys = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, sub in model.model_fields.items():
+            keys.append(f"{section}.{sub.alias or key}")
+    return keys
+
+
+@pytest.mark.parametrize("key", setting_keys())
+def test_every_setting_is_in_the_readme(key: str) -> None:
+    section, name = key.split(".")
+    assert f"[{section}]" in README
+    block = README.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    documented = f"\n{name} = " in block or f"\n# {name} = " in block
+    assert documented, f"{key} is not documented in the README"
