@@ -80,10 +80,13 @@ def main() -> int:
         scan_times.append(timed([catalogd, "scan", str(tree), "--store", f"sqlite:///{db}", "-q"]))
         os.unlink(db)
     scan_s, find_s = statistics.median(scan_times), statistics.median(find_times)
-    print(f"catalogd scan: {args.files / scan_s:10,.0f} files/s  ({scan_s:.2f} s, median of "
-          f"{args.repeat}; walk, stat, classify and store in SQLite with full-text index)")
-    print(f"GNU find     : {args.files / find_s:10,.0f} files/s  ({find_s:.2f} s; walk and stat "
-          "only)")
+    print(
+        f"catalogd scan: {args.files / scan_s:10,.0f} files/s  ({scan_s:.2f} s, median of "
+        f"{args.repeat}; walk, stat, classify and store in SQLite with full-text index)"
+    )
+    print(
+        f"GNU find     : {args.files / find_s:10,.0f} files/s  ({find_s:.2f} s; walk and stat only)"
+    )
     print(f"ratio        : catalogd takes {scan_s / find_s:.1f}x find's time")
     return 0
 

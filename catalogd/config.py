@@ -30,6 +30,8 @@ from pydantic_settings import (
 
 from catalogd import layout as layout_model
 from catalogd.errors import ConfigError
+from catalogd.policy.settings import PolicySettings
+from indexers.settings import IndexerSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/catalogd/catalogd.toml")
 DEFAULT_STORE_URL = "sqlite:////var/lib/catalogd/catalog.db"
@@ -189,6 +191,8 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     scan: ScanSettings = ScanSettings()
     log: LogSettings = LogSettings()
+    policy: PolicySettings = PolicySettings()
+    indexers: IndexerSettings = IndexerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -35,3 +35,16 @@ def test_every_setting_is_in_the_readme(key: str) -> None:
     block = README.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
     documented = f"\n{name} = " in block or f"\n# {name} = " in block
     assert documented, f"{key} is not documented in the README"
+
+
+def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
+    from catalogd.config import load_settings
+
+    example = README.split("## Configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    secret = tmp_path / "ldap.secret"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    config = tmp_path / "catalogd.toml"
+    config.write_text(example.replace("/etc/catalogd/ldap.secret", str(secret)), "utf-8")
+    settings = load_settings(config)
+    assert settings.indexers.keep_emails is False
+    assert settings.ldap.bind_password is not None

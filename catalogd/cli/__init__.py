@@ -61,10 +61,11 @@ def cli(ctx: click.Context, config_option: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from catalogd.cli import check_config, demo, scan, search
+    from catalogd.cli import audit, check_config, demo, extract, scan, search
 
-    for module in (check_config, demo, scan, search):
-        cli.add_command(module.command)
+    for module in (audit, check_config, demo, extract, scan, search):
+        for command in getattr(module, "commands", None) or [module.command]:
+            cli.add_command(command)
 
 
 _register()

@@ -16,14 +16,21 @@ __all__ = ["MemoryStore", "SearchQuery", "SearchResult", "Store", "open_store", 
 
 
 def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///ABSOLUTE/PATH`` URL."""
+    """The file path of a ``sqlite:///ABSOLUTE/PATH`` URL.
+
+    ``sqlite:///var/lib/c.db`` and ``sqlite:////var/lib/c.db`` both name
+    ``/var/lib/c.db``: the path is always absolute.
+    """
     parts = urlsplit(url)
     if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/"):
         raise UsageError(
             f"invalid SQLite store URL {url!r}: expected sqlite:///ABSOLUTE/PATH.db "
             "(three slashes, then an absolute path)"
         )
-    return parts.path
+    path = "/" + parts.path.lstrip("/")
+    if path == "/" or path.endswith("/"):
+        raise UsageError(f"invalid SQLite store URL {url!r}: it names a directory, not a file")
+    return path
 
 
 def open_store(url: str) -> Store:
