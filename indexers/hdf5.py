@@ -1,0 +1,257 @@
+"""The plain HDF5 indexer: a bounded summary of any HDF5 file, and its links.
+
+The summary counts groups, datasets and links, lists the first objects with shape and
+dtype (never their data) and reads the root attributes. External links and virtual
+datasets are recorded with their targets resolved relative to the file and whether each
+target exists; a missing target is recorded, never an error. A file that links to data
+files is a ``master``; a data file named like a master's (``x_data_000001.h5`` beside
+``x_master.h5``) that the master links to gets ``master`` set, so a search can show the
+measurement rather than its parts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import deque
+from typing import Any
+
+import h5py
+
+from catalogd.document import KIND_HDF5
+from catalogd.errors import ExtractionError
+from indexers.base import Deadline, IndexerOutput, JSONDict, Probe
+from indexers.reader import H5_ERRORS, BudgetExceeded, Reader, dtype_name, open_hdf5, resolve_file
+from indexers.settings import IndexerSettings
+
+#: A data file's name -> its master's name (Dectris/EIGER and the writers that copy it).
+MASTER_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"^(?P<stem>.+)_data_\d+(?P<ext>\.h5|\.hdf5|\.nxs|\.hdf)$"),
+        r"\g<stem>_master\g<ext>",
+    ),
+)
+#: At most this many links of each type are listed one by one.
+MAX_LISTED_LINKS = 200
+#: Objects looked at when checking that a master links to a data file.
+MASTER_CHECK_OBJECTS = 5000
+
+
+class Hdf5Indexer:
+    """Any HDF5 file (found by its signature, user block or not): kind ``hdf5``."""
+
+    name = "hdf5"
+    priority = 10
+
+    def accepts(self, probe: Probe) -> bool:
+        return probe.is_hdf5
+
+    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
+        with Reader(probe, settings, deadline) as reader:
+            metadata = describe(reader, probe)
+            if reader.warnings:
+                metadata["warnings"] = list(reader.warnings)
+        return IndexerOutput(kind=KIND_HDF5, metadata=metadata)
+
+
+def describe(reader: Reader, probe: Probe) -> JSONDict:
+    """The file-level metadata every HDF5 file gets: structure, links, master/data role."""
+    structure, links = summarise(reader)
+    structure["userblock_size"] = probe.hdf5_offset or 0
+    structure["swmr"] = reader.swmr
+    metadata: JSONDict = {"structure": structure, "links": links}
+    linked = [f for f in links["files"] if f["path"] != os.path.abspath(reader.path)]
+    if linked:
+        metadata["role"] = "master"
+        metadata["linked_files"] = [f["path"] for f in linked]
+    else:
+        master = find_master(reader.path, reader.settings)
+        if master is not None:
+            metadata["role"] = "data"
+            metadata["master"] = master
+    return metadata
+
+
+def summarise(reader: Reader) -> tuple[JSONDict, JSONDict]:
+    """A breadth-first walk of the file (hard links once, soft links not followed)."""
+    settings = reader.settings
+    counts = {"groups": 1, "datasets": 0, "soft_links": 0, "external_links": 0, "virtual": 0}
+    objects: list[JSONDict] = []
+    external: list[JSONDict] = []
+    virtual: list[JSONDict] = []
+    files: dict[str, bool] = {}
+    root_attrs, root_attr_count = reader.attributes(reader.file)
+    seen: set[int] = {hash(reader.file.id)}
+    queue: deque[tuple[h5py.Group, str]] = deque([(reader.file, "")])
+    try:
+        while queue:
+            group, prefix = queue.popleft()
+            for name, member in reader.members(group).items():
+                link = member.link
+                if link is None:
+                    continue
+                path = f"{prefix}/{name}"
+                if isinstance(link, h5py.SoftLink):
+                    counts["soft_links"] += 1
+                    continue
+                if isinstance(link, h5py.ExternalLink):
+                    counts["external_links"] += 1
+                    target = resolve_file(reader.path, link.filename)
+                    exists = files.setdefault(target, os.path.isfile(target))
+                    if len(external) < MAX_LISTED_LINKS:
+                        external.append(
+                            {
+                                "path": path,
+                                "file": link.filename,
+                                "target": link.path,
+                                "resolved": target,
+                                "exists": exists,
+                            }
+                        )
+                    continue
+                obj = member.obj
+                if obj is None:
+                    reader.warn(f"{path}: unreadable")
+                    continue
+                if isinstance(obj, h5py.Group):
+                    key = hash(obj.id)  # groups only: hard-link cycles go through groups
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    counts["groups"] += 1
+                    queue.append((obj, path))
+                    if len(objects) < settings.max_summary_objects:
+                        entry: JSONDict = {"path": path, "type": "group"}
+                        nx_class = reader.nx_class(obj)
+                        if nx_class:
+                            entry["nx_class"] = nx_class
+                        objects.append(entry)
+                elif isinstance(obj, h5py.Dataset):
+                    counts["datasets"] += 1
+                    record = _dataset_record(reader, obj, path, files, virtual)
+                    if record.get("virtual"):
+                        counts["virtual"] += 1
+                    if len(objects) < settings.max_summary_objects:
+                        objects.append(record)
+    except BudgetExceeded as exc:
+        reader.warn(f"structure summary stopped: {exc}")
+    structure: JSONDict = {
+        **counts,
+        "objects": objects,
+        "root_attributes": root_attrs,
+        "root_attribute_count": root_attr_count,
+        "truncated": reader.truncated,
+    }
+    listed = sorted(files.items())[: settings.max_linked_files]
+    links: JSONDict = {
+        "external": external,
+        "virtual": virtual,
+        "files": [{"path": path, "exists": exists} for path, exists in listed],
+        "missing": sum(1 for exists in files.values() if not exists),
+    }
+    return structure, links
+
+
+def _dataset_record(
+    reader: Reader,
+    dataset: h5py.Dataset,
+    path: str,
+    files: dict[str, bool],
+    virtual: list[JSONDict],
+) -> JSONDict:
+    record: JSONDict = {"path": path, "type": "dataset"}
+    try:
+        shape = dataset.shape
+        record["shape"] = list(shape) if shape is not None else None
+        record["dtype"] = dtype_name(dataset.dtype)
+        maxshape = dataset.maxshape
+        if maxshape is not None and None in maxshape:
+            record["maxshape"] = [-1 if m is None else m for m in maxshape]
+        is_virtual = dataset.is_virtual
+    except H5_ERRORS as exc:
+        reader.warn(f"{path}: {exc}")
+        return record
+    if is_virtual:
+        record["virtual"] = True
+        sources = _virtual_sources(reader, dataset, path, files)
+        if len(virtual) < MAX_LISTED_LINKS:
+            virtual.append({"path": path, "sources": sources})
+    return record
+
+
+def _virtual_sources(
+    reader: Reader, dataset: h5py.Dataset, path: str, files: dict[str, bool]
+) -> list[JSONDict]:
+    try:
+        mappings = dataset.virtual_sources()
+    except H5_ERRORS as exc:
+        reader.warn(f"{path}: virtual sources unreadable: {exc}")
+        return []
+    sources: dict[tuple[str, str], JSONDict] = {}
+    for mapping in mappings:
+        target = resolve_file(reader.path, mapping.file_name)
+        exists = files.setdefault(target, os.path.isfile(target))
+        key = (target, mapping.dset_name)
+        if key not in sources and len(sources) < MAX_LISTED_LINKS:
+            sources[key] = {
+                "file": mapping.file_name,
+                "dataset": mapping.dset_name,
+                "resolved": target,
+                "exists": exists,
+            }
+    return list(sources.values())
+
+
+def find_master(path: str, settings: IndexerSettings) -> str | None:
+    """The master file of a detector data file, when its name says so and the master
+    links to it; None otherwise (the scanner also learns it from the master's side)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for pattern, replacement in MASTER_PATTERNS:
+        if not pattern.match(name):
+            continue
+        candidate = os.path.join(directory, pattern.sub(replacement, name))
+        if os.path.isfile(candidate) and links_to(candidate, os.path.join(directory, name)):
+            return candidate
+    return None
+
+
+def links_to(master: str, data_file: str) -> bool:
+    """Whether ``master`` has an external link or a virtual source naming ``data_file``."""
+    try:
+        handle = open_hdf5(master)
+    except ExtractionError:
+        return False
+    found = False
+    budget = [MASTER_CHECK_OBJECTS]
+
+    def visit(name: str, link: Any) -> bool | None:
+        nonlocal found
+        budget[0] -= 1
+        if isinstance(link, h5py.ExternalLink):
+            found = resolve_file(master, link.filename) == data_file
+        return True if found or budget[0] <= 0 else None
+
+    try:
+        handle.visititems_links(visit)
+        if not found:
+            found = _virtual_links_to(handle, master, data_file)
+    except H5_ERRORS:
+        pass
+    finally:
+        handle.close()
+    return found
+
+
+def _virtual_links_to(handle: h5py.File, master: str, data_file: str) -> bool:
+    hits: list[bool] = []
+
+    def visit(name: str, obj: Any) -> bool | None:
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            for mapping in obj.virtual_sources():
+                if resolve_file(master, mapping.file_name) == data_file:
+                    hits.append(True)
+                    return True
+        return None
+
+    handle.visititems(visit)
+    return bool(hits)
