@@ -1,9 +1,11 @@
-"""The one-shot scan: walk, stat, classify, (extract,) store.
+"""The one-shot scan: walk, stat, classify, extract, store.
 
-The same stages the daemon drives for single paths, run over a whole tree. Documents
-are written in batches; after a complete pass, documents under the root whose files are
-gone are deleted (never below a directory that could not be listed, whose files may
-still exist).
+The same stages the daemon drives for single paths, run over a whole tree. Files that
+look like HDF5 (by signature, or by a suffix that claims HDF5) go to the indexers'
+registry in batches, so its worker processes stay busy; everything else is stored with
+kind ``other`` straight away. Documents are written in batches; after a complete pass,
+documents under the root whose files are gone are deleted (never below a directory
+that could not be listed, whose files may still exist).
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from catalogd.layout import LayoutConfig, classify, normalise_root
 from catalogd.store.base import Store
 from catalogd.store.query import under_prefix
 from catalogd.walk import DEFAULT_WORKERS, Lstat, Scandir, WalkEntry, walk
+from indexers.base import probe_file
+from indexers.registry import Registry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 500
+#: Files handed to the registry at once (enough to keep its workers busy).
+EXTRACT_BATCH = 64
 #: Call the progress callback at most this often.
 PROGRESS_INTERVAL_S = 0.2
 
@@ -35,6 +41,8 @@ class ScanStats:
     """What a scan saw and did."""
 
     files: int = 0
+    extracted: int = 0  # files the indexers read
+    extraction_failures: int = 0  # of those, files that could not be read
     directories: int = 0
     skipped: int = 0  # symbolic links, sockets, devices: not catalogued
     deleted: int = 0
@@ -67,6 +75,7 @@ class Scanner:
         clock: Callable[[], float] = time.time,
         scandir: Scandir = os.scandir,
         lstat: Lstat = os.lstat,
+        registry: Registry | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
@@ -77,6 +86,7 @@ class Scanner:
         self.clock = clock
         self._scandir = scandir
         self._lstat = lstat
+        self.registry = registry
 
     def build(self, path: str, st_entry: WalkEntry) -> FileDocument:
         """The document for one regular file."""
@@ -106,6 +116,7 @@ class Scanner:
         seen: set[str] = set()
         unlisted: list[str] = []
         batch: list[FileDocument] = []
+        pending: list[FileDocument] = []  # waiting for the indexers
         last_report = 0.0
         try:
             self._lstat(root)
@@ -132,8 +143,14 @@ class Scanner:
             elif stat.S_ISREG(mode):
                 doc = self.build(entry.path, entry)
                 seen.add(doc.id)
-                batch.append(doc)
                 stats.files += 1
+                if self.wants_extraction(doc.path):
+                    pending.append(doc)
+                    if len(pending) >= EXTRACT_BATCH:
+                        batch.extend(self.extract(pending, stats))
+                        pending = []
+                else:
+                    batch.append(doc)
                 if len(batch) >= self.batch_size:
                     self.store.put(batch)
                     batch = []
@@ -144,6 +161,8 @@ class Scanner:
                 if now - last_report >= PROGRESS_INTERVAL_S:
                     last_report = now
                     progress(stats)
+        if pending:
+            batch.extend(self.extract(pending, stats))
         if batch:
             self.store.put(batch)
         self.store.flush()
@@ -152,6 +171,41 @@ class Scanner:
         if progress is not None:
             progress(stats)
         return stats
+
+    def wants_extraction(self, path: str) -> bool:
+        """Whether the indexers should read ``path``: an HDF5 signature, or a suffix
+        that claims HDF5 (so a broken ``.h5`` file gets its error recorded)."""
+        if self.registry is None:
+            return False
+        if os.path.splitext(path)[1].lower() in self.registry.settings.hdf5_suffixes:
+            return True
+        try:
+            return probe_file(path).is_hdf5
+        except OSError:
+            return False  # unreadable: stored from its stat alone
+
+    def extract(self, docs: list[FileDocument], stats: ScanStats) -> list[FileDocument]:
+        """``docs`` with the metadata the registry read from their files."""
+        assert self.registry is not None
+        results = {r.path: r for r in self.registry.extract_many([d.path for d in docs])}
+        merged = []
+        for doc in docs:
+            result = results.get(doc.path)
+            if result is None:  # pragma: no cover - the registry answers every path
+                merged.append(doc.with_changes(error="the indexers gave no result"))
+                continue
+            stats.extracted += 1
+            stats.extraction_failures += not result.ok
+            merged.append(
+                doc.with_changes(
+                    kind=result.kind,
+                    entries=tuple(result.entries),
+                    metadata=dict(result.metadata),
+                    error=result.error,
+                    indexed_at=self.clock(),
+                )
+            )
+        return merged
 
     def _delete_missing(self, root: str, seen: set[str], unlisted: list[str]) -> int:
         gone = [

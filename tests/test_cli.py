@@ -16,6 +16,7 @@ from catalogd.cli import main
 
 CATALOGD = str(Path(sys.executable).with_name("catalogd"))
 VISIT = Path("visitor/biomax/20170251/2017112208")
+SAMPLES = ("lysozyme", "thaumatin", "insulin")
 
 
 def nexus(path: Path, title: str) -> None:
@@ -32,8 +33,8 @@ def small_tree(tmp_path: Path) -> Path:
     raw = root / VISIT / "raw"
     raw.mkdir(parents=True)
     (root / VISIT / "process").mkdir()
-    for i in range(1, 4):
-        nexus(raw / f"scan_{i:04d}.nxs", f"lysozyme scan {i}")
+    for i, sample in enumerate(SAMPLES, start=1):
+        nexus(raw / f"scan_{i:04d}.nxs", f"{sample} rotation")
     (root / VISIT / "process" / "notes.txt").write_text("notes\n", encoding="utf-8")
     return root
 
@@ -78,6 +79,16 @@ def test_cli_catalogue_round_trip_keeps_every_file_and_its_layout(
     # tmp_path holds the test name, which must not contain "scan" for this check.
     partial = jsonl(run("search", "scan", "--store", store, "--json").stdout)
     assert sorted(str(d["name"]) for d in partial) == names[1:]
+
+    by_kind = {str(d["name"]): d["kind"] for d in docs}
+    assert by_kind == {"notes.txt": "other", **{n: "nexus" for n in names[1:]}}
+    [thaumatin] = jsonl(run("search", "THAUMATIN", "--store", store, "--json").stdout)
+    assert thaumatin["name"] == "scan_0002.nxs"
+    assert thaumatin["title"] == "thaumatin rotation"
+    assert thaumatin["start_time"] == "2017-11-22T08:15:00+01:00"
+    entries = thaumatin["entries"]
+    assert isinstance(entries, list) and len(entries) == 1
+    assert entries[0]["name"] == "entry" and entries[0]["title"] == "thaumatin rotation"
 
 
 def test_search_table_for_people(small_tree: Path, tmp_path: Path) -> None:

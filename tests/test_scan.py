@@ -121,3 +121,32 @@ def test_scan_errors_are_usage_errors(tmp_path: Path) -> None:
         scanner(tmp_path, store).scan(str(tmp_path / "missing"))
     with pytest.raises(UsageError, match="absolute"):
         scanner(tmp_path, store).scan("relative/dir")
+
+
+def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> None:
+    import h5py
+
+    from indexers import IndexerSettings, Registry
+
+    tree(tmp_path)
+    raw = tmp_path / VISIT / "raw"
+    with h5py.File(raw / "good.h5", "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry["title"] = "gold foil"
+    (raw / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    (raw / "noext").write_bytes((raw / "good.h5").read_bytes())
+    store = MemoryStore()
+    settings = IndexerSettings(isolation="inline")
+    with Registry.from_entry_points(settings=settings) as registry:
+        layout = LayoutConfig(root=str(tmp_path))
+        stats = Scanner(store, layout, registry=registry).scan(str(tmp_path))
+    # good.h5, noext, broken.h5 and the three scan_*.nxs that only claim HDF5 by name
+    assert (stats.files, stats.extracted, stats.extraction_failures) == (7, 6, 4)
+    docs = {Path(d.path).name: d for d in store.iter_documents()}
+    assert docs["good.h5"].kind == "nexus" and docs["good.h5"].title == "gold foil"
+    assert docs["noext"].kind == "nexus"  # found by its signature, not its name
+    assert docs["broken.h5"].error and docs["broken.h5"].kind != "nexus"
+    assert docs["scan_0001.nxs"].error  # claims HDF5 by its suffix but is not
+    assert docs["notes.txt"].kind == "other" and docs["notes.txt"].error is None
+    assert store.search(SearchQuery(text="gold")).total == 2

@@ -11,6 +11,7 @@ from catalogd.cli import CliContext, pass_cli
 from catalogd.cli.output import err_console, interactive
 from catalogd.scan import Scanner, ScanStats
 from catalogd.store import open_store
+from indexers.registry import Registry
 
 
 @click.command("scan")
@@ -34,13 +35,17 @@ def command(
         layout = settings.model_copy(
             update={"watch": settings.watch.model_copy(update={"root": root})}
         ).layout_config()
-    with open_store(ctx.store_url(store_option)) as store:
+    with (
+        open_store(ctx.store_url(store_option)) as store,
+        Registry.from_entry_points(settings=settings.indexers) as registry,
+    ):
         scanner = Scanner(
             store,
             layout,
             workers=workers or settings.scan.workers,
             batch_size=settings.scan.batch_size,
             cross_mounts=settings.scan.cross_mounts,
+            registry=registry,
         )
         if quiet or not interactive():
             stats = scanner.scan(root)
@@ -73,6 +78,10 @@ def _summary(stats: ScanStats, url: str) -> str:
         f"scanned {stats.files:,} files in {stats.directories:,} directories "
         f"in {stats.elapsed:.1f} s ({stats.rate:,.0f} files/s) into {url}"
     )
+    if stats.extracted:
+        text += f"; metadata read from {stats.extracted:,} HDF5 files"
+        if stats.extraction_failures:
+            text += f" ({stats.extraction_failures:,} could not be read: see search --json)"
     if stats.deleted:
         text += f"; removed {stats.deleted:,} documents of files that are gone"
     if stats.skipped:
