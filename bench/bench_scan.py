@@ -22,11 +22,13 @@ from pathlib import Path
 
 USER_TYPES = ("visitor", "staff", "proprietary")
 FILES_PER_VISIT = 250
+#: Detector frames (not HDF5): the scan must open each to look for an HDF5 signature.
+CBF_HEADER = b"###CBF: VERSION 1.5\r\n# Detector: PILATUS 6M\r\n" + b"\x00" * 64
 
 
 def build_tree(root: Path, files: int) -> None:
-    """Empty files spread like a facility's: 250 per visit, 4 visits per proposal."""
-    marker = root / f".complete-{files}"
+    """Small detector frames spread like a facility's: 250 per visit, 4 per proposal."""
+    marker = root / f".complete-cbf2-{files}"
     if marker.exists():
         return
     if root.exists():
@@ -42,7 +44,7 @@ def build_tree(root: Path, files: int) -> None:
         raw.mkdir(parents=True, exist_ok=True)
         (raw.parent / "process").mkdir(exist_ok=True)
         for i in range(min(FILES_PER_VISIT, files - made)):
-            (raw / f"scan_{i:05d}.h5").touch()
+            (raw / f"frame_{i:05d}.cbf").write_bytes(CBF_HEADER)
             made += 1
         visit_no += 1
     marker.touch()

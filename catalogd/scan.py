@@ -24,7 +24,7 @@ from catalogd.layout import LayoutConfig, classify, normalise_root
 from catalogd.store.base import Store
 from catalogd.store.query import under_prefix
 from catalogd.walk import DEFAULT_WORKERS, Lstat, Scandir, WalkEntry, walk
-from indexers.base import probe_file
+from indexers.base import HDF5_SIGNATURE, probe_file
 from indexers.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class Scanner:
                 doc = self.build(entry.path, entry)
                 seen.add(doc.id)
                 stats.files += 1
-                if self.wants_extraction(doc.path):
+                if self.wants_extraction(doc.path, doc.size):
                     pending.append(doc)
                     if len(pending) >= EXTRACT_BATCH:
                         batch.extend(self.extract(pending, stats))
@@ -172,13 +172,15 @@ class Scanner:
             progress(stats)
         return stats
 
-    def wants_extraction(self, path: str) -> bool:
+    def wants_extraction(self, path: str, size: int) -> bool:
         """Whether the indexers should read ``path``: an HDF5 signature, or a suffix
         that claims HDF5 (so a broken ``.h5`` file gets its error recorded)."""
         if self.registry is None:
             return False
         if os.path.splitext(path)[1].lower() in self.registry.settings.hdf5_suffixes:
             return True
+        if size < len(HDF5_SIGNATURE):
+            return False  # too small to hold a signature: no need to open it
         try:
             return probe_file(path).is_hdf5
         except OSError:
@@ -209,9 +211,9 @@ class Scanner:
 
     def _delete_missing(self, root: str, seen: set[str], unlisted: list[str]) -> int:
         gone = [
-            doc.id
-            for doc in self.store.iter_documents(path_prefix=root)
-            if doc.id not in seen and not any(under_prefix(doc.path, d) for d in unlisted)
+            fp.id
+            for fp in self.store.fingerprints(path_prefix=root)
+            if fp.id not in seen and not any(under_prefix(fp.path, d) for d in unlisted)
         ]
         if gone:
             self.store.delete(gone)

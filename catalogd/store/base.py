@@ -16,6 +16,10 @@ the same contract, checked by one test suite (``tests/test_store_contract.py``):
   (file name, path, proposal, titles, samples): partial words match.
 * Results are ordered by ``query.sort`` then by id; ``next_cursor`` continues after the
   last item and is None on the last page.
+* ``fingerprints`` gives, for every document (optionally under a path prefix), what
+  tells whether its file changed since it was stored: id, path, size, mtime, ctime and
+  inode exactly as they were stored (the daemon compares them with ``lstat`` to catch
+  up after a restart without re-reading unchanged files).
 * Errors are raised as :class:`~catalogd.errors.StoreError` (or its subclass
   ``StoreUnavailable``); a backend's own exceptions never escape it.
 """
@@ -23,6 +27,7 @@ the same contract, checked by one test suite (``tests/test_store_contract.py``):
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -83,6 +88,31 @@ class SearchResult:
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What says whether a file changed since its document was stored."""
+
+    id: str
+    path: str
+    size: int
+    mtime: float
+    ctime: float
+    inode: int
+
+    @classmethod
+    def of_document(cls, doc: FileDocument) -> Fingerprint:
+        return cls(doc.id, doc.path, doc.size, doc.mtime, doc.ctime, doc.inode)
+
+    @classmethod
+    def of_stat(cls, doc_id: str, path: str, st: os.stat_result) -> Fingerprint:
+        return cls(doc_id, path, st.st_size, st.st_mtime, st.st_ctime, st.st_ino)
+
+    def same_content(self, other: Fingerprint) -> bool:
+        """Same size, mtime and inode: the content is taken to be unchanged (a change
+        of ctime alone is an owner, group or mode change)."""
+        return (self.size, self.mtime, self.inode) == (other.size, other.mtime, other.inode)
+
+
 class Store(abc.ABC):
     """A catalogue of file documents. See the module docstring for the contract."""
 
@@ -108,6 +138,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def iter_documents(self, *, path_prefix: str | None = None) -> Iterator[FileDocument]:
         """Every document (unfiltered), optionally under ``path_prefix``, in path order."""
+
+    def fingerprints(self, *, path_prefix: str | None = None) -> Iterator[Fingerprint]:
+        """The fingerprint of every document, optionally under ``path_prefix``, in
+        path order. Backends override this with a cheaper query; this default reads
+        whole documents."""
+        for doc in self.iter_documents(path_prefix=path_prefix):
+            yield Fingerprint.of_document(doc)
 
     @abc.abstractmethod
     def count(self) -> int:

@@ -53,7 +53,7 @@ class MemoryStore(Store):
         hits.sort(key=lambda d: (sort_value(d, field), d.id), reverse=query.sort.startswith("-"))
         page = hits
         if query.cursor is not None:
-            position = decode_cursor(query.cursor)
+            position = decode_cursor(query.cursor, query.sort)
             page = [doc for doc in hits if after_cursor(doc, query, position)]
         items = page[: query.size]
         next_cursor = None

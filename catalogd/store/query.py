@@ -36,8 +36,19 @@ def encode_cursor(value: SortValue, doc_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[SortValue, str]:
-    """The (sort value, id) a cursor continues after; a UsageError if it is not one."""
+#: The type of each sort field's values, so a cursor made for one sort is refused by another.
+_SORT_TYPES: dict[str, tuple[type, ...]] = {
+    "path": (str,),
+    "start_time": (str,),
+    "mtime": (int, float),
+    "indexed_at": (int, float),
+    "size": (int,),
+}
+
+
+def decode_cursor(cursor: str, sort: str | None = None) -> tuple[SortValue, str]:
+    """The (sort value, id) a cursor continues after; a UsageError if it is not one
+    (or, given the query's ``sort``, not one made for that sort)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value, doc_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -45,6 +56,10 @@ def decode_cursor(cursor: str) -> tuple[SortValue, str]:
         raise UsageError("invalid cursor") from exc
     if not isinstance(doc_id, str) or not isinstance(value, str | int | float):
         raise UsageError("invalid cursor")
+    if isinstance(value, bool) or (
+        sort is not None and not isinstance(value, _SORT_TYPES[sort.lstrip("-")])
+    ):
+        raise UsageError("invalid cursor: it was made for another sort order")
     return value, doc_id
 
 

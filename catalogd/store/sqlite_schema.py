@@ -1,0 +1,332 @@
+"""The SQLite store's schema and migrations, how values become columns, and its errors.
+
+The schema version is SQLite's ``PRAGMA user_version``: ``MIGRATIONS[i]`` takes a
+database at version ``i`` to ``i + 1``, each step in its own transaction, so a failed
+step leaves the database at the version before it. A database newer than the code is
+refused rather than guessed at.
+
+:data:`ERROR_MAP` says what each ``sqlite3`` exception becomes; the SQLite modules
+translate every one of them at their edge, so none leaves the package.
+
+Column encodings (see :func:`enc_text`): a path is a BLOB of its exact bytes
+(:func:`os.fsencode`); other strings are TEXT, or, when they carry lone surrogates (names
+that are not valid UTF-8), a BLOB of their UTF-8 bytes with ``surrogatepass``, so every
+value round trips and equality stays exact. JSON columns escape non-ASCII text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from catalogd.document import FileDocument, display_path
+from catalogd.errors import StoreError, StoreUnavailable
+from catalogd.violations import Violation
+
+#: Every sqlite3 exception class, and what it becomes (a test checks none is missing).
+ERROR_MAP: dict[type[Exception], type[StoreError]] = {
+    sqlite3.Warning: StoreError,
+    sqlite3.Error: StoreError,
+    sqlite3.InterfaceError: StoreError,
+    sqlite3.DatabaseError: StoreError,
+    sqlite3.DataError: StoreError,
+    sqlite3.OperationalError: StoreUnavailable,  # locked, I/O error, disk full, cannot open
+    sqlite3.IntegrityError: StoreError,
+    sqlite3.InternalError: StoreError,
+    sqlite3.ProgrammingError: StoreError,
+    sqlite3.NotSupportedError: StoreError,
+}
+SQLITE_ERRORS = (sqlite3.Error, sqlite3.Warning)
+
+
+def translate_error(exc: Exception, where: str) -> StoreError:
+    """The StoreError for a sqlite3 exception, naming the store."""
+    target = next((ERROR_MAP[c] for c in type(exc).__mro__ if c in ERROR_MAP), StoreError)
+    name = getattr(exc, "sqlite_errorname", None)
+    return target(f"SQLite store {where}: {exc}" + (f" ({name})" if name else ""))
+
+
+@contextmanager
+def translated(where: str) -> Iterator[None]:
+    """Raise sqlite3's exceptions as StoreError."""
+    try:
+        yield
+    except SQLITE_ERRORS as exc:
+        raise translate_error(exc, where) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema's history."""
+
+    description: str
+    statements: tuple[str, ...]
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        for statement in self.statements:
+            conn.execute(statement)
+
+
+_DOCUMENTS = Migration(
+    "documents, their access groups and a trigram full-text index",
+    (
+        """CREATE TABLE docs (
+            file_id INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            path BLOB NOT NULL,          -- os.fsencode(path): the exact bytes
+            path_text TEXT NOT NULL,     -- display_path(path): sorting, ranges
+            name TEXT, size INTEGER, mtime REAL, ctime REAL, inode INTEGER, dev INTEGER,
+            uid INTEGER, gid INTEGER, owner TEXT, group_name TEXT, mode INTEGER, level TEXT,
+            user_type TEXT, beamline TEXT, proposal TEXT, visit TEXT, visit_date TEXT,
+            area TEXT, inner_path TEXT,
+            access_groups TEXT NOT NULL, -- JSON array, as given
+            kind TEXT, entries TEXT NOT NULL, metadata TEXT NOT NULL, error TEXT,
+            indexed_at REAL,
+            start_time TEXT,             -- measurement start, NULL when unknown
+            start_key TEXT NOT NULL      -- start_time or '': the sort value
+        )""",
+        # Every index costs insert time (measured: 5-10% each), so only those that narrow
+        # a query: the path order and subtree ranges (on the text, see sqlite_query),
+        # beamline, proposal (and visit within it), and the measurement start, whose sort
+        # has many ties. user_type and kind have a handful of values each: scanning wins.
+        "CREATE INDEX docs_path_text ON docs(path_text)",
+        "CREATE INDEX docs_beamline ON docs(beamline)",
+        "CREATE INDEX docs_proposal ON docs(proposal, visit)",
+        "CREATE INDEX docs_start ON docs(start_key, id)",
+        """CREATE TABLE doc_groups (
+            file_id INTEGER NOT NULL,
+            grp TEXT NOT NULL,
+            PRIMARY KEY (file_id, grp)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX doc_groups_grp ON doc_groups(grp)",
+        # rowid = docs.file_id; text = fts_text(doc.search_text()). No ranking, so no
+        # column sizes (columnsize=0: measured 10% faster inserts).
+        "CREATE VIRTUAL TABLE docs_fts USING fts5("
+        "text, tokenize='trigram case_sensitive 1', columnsize=0)",
+    ),
+)
+
+_VIOLATIONS = Migration(
+    "policy violations with their history",
+    (
+        """CREATE TABLE violations (
+            violation_id INTEGER PRIMARY KEY,
+            path BLOB NOT NULL, rule TEXT NOT NULL, severity TEXT, expected TEXT,
+            actual TEXT, message TEXT, user_type TEXT, beamline TEXT, proposal TEXT,
+            visit TEXT, first_seen REAL, last_seen REAL, resolved_at REAL
+        )""",
+        "CREATE INDEX violations_open ON violations(path, rule) WHERE resolved_at IS NULL",
+        "CREATE INDEX violations_path ON violations(path)",
+    ),
+)
+
+#: The schema's history, oldest first; append, never edit a released step.
+MIGRATIONS: tuple[Migration, ...] = (_DOCUMENTS, _VIOLATIONS)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(
+    conn: sqlite3.Connection, where: str, migrations: Sequence[Migration] | None = None
+) -> int:
+    """Bring the database up to date; return its version. ``conn`` is in autocommit mode.
+
+    Raises StoreError when the database is newer than ``migrations`` (default:
+    :data:`MIGRATIONS`) knows. Safe against another process migrating at the same time.
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    target = len(steps)
+    version = user_version(conn)
+    while version != target:
+        if version > target:
+            raise StoreError(
+                f"the SQLite store {where} has schema version {version}, newer than this "
+                f"catalogd knows (up to {target}): upgrade catalogd, or use another store"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = user_version(conn)  # another process may have moved it meanwhile
+            if version < target:
+                steps[version].apply(conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return version
+
+
+# -- value encodings -------------------------------------------------------------------
+TextValue = str | bytes | None
+
+
+def enc_text(value: str | None) -> TextValue:
+    """A string as a column value: TEXT, or BLOB (UTF-8, surrogatepass) if not valid."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def dec_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return str(value)
+
+
+def enc_path(path: str) -> bytes:
+    """The exact bytes of a file system path; StoreError if ``path`` cannot be one."""
+    try:
+        return os.fsencode(path)
+    except UnicodeEncodeError as exc:
+        raise StoreError(f"cannot store {path!r}: it is not a file system name") from exc
+
+
+def fts_text(text: str) -> str:
+    """What the full-text index holds for ``text``, and what a term is looked up as.
+
+    Lower-cased as Python does it, then one character per UTF-8 byte (surrogatepass):
+    UTF-8 is self-synchronising, so ``a in b`` exactly when ``fts_text(a) in fts_text(b)``
+    and the index agrees with ``term.lower() in text.lower()`` for every string.
+    """
+    return text.lower().encode("utf-8", "surrogatepass").decode("latin-1")
+
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def _enc_u64(value: int) -> int:
+    """An unsigned 64-bit number (inode, device) as SQLite's signed INTEGER."""
+    return value - _U64 if value > _I64_MAX else value
+
+
+def dec_u64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps builds one per call
+
+
+def _json(value: Any) -> str:
+    return _JSON.encode(value)
+
+
+# -- documents ---------------------------------------------------------------------------
+#: Column order of docs after file_id; also the SELECT list that row_doc reads.
+DOC_COLUMNS = (
+    "id", "path", "path_text", "name", "size", "mtime", "ctime", "inode", "dev", "uid",
+    "gid", "owner", "group_name", "mode", "level", "user_type", "beamline", "proposal",
+    "visit", "visit_date", "area", "inner_path", "access_groups", "kind", "entries",
+    "metadata", "error", "indexed_at", "start_time", "start_key",
+)  # fmt: skip
+DOC_SELECT = ", ".join(f"d.{name}" for name in DOC_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class DocRow:
+    """A document ready for the writer: its columns, full text and group rows."""
+
+    id: str
+    columns: tuple[object, ...]
+    text: str
+    groups: tuple[TextValue, ...]
+
+
+def doc_row(doc: FileDocument) -> DocRow:
+    try:
+        start = doc.start_time
+        columns = (
+            doc.id, enc_path(doc.path), display_path(doc.path), enc_text(doc.name),
+            doc.size, doc.mtime, doc.ctime, _enc_u64(doc.inode), _enc_u64(doc.dev),
+            doc.uid, doc.gid, enc_text(doc.owner), enc_text(doc.group), doc.mode,
+            enc_text(doc.level), enc_text(doc.user_type), enc_text(doc.beamline),
+            enc_text(doc.proposal), enc_text(doc.visit), enc_text(doc.visit_date),
+            enc_text(doc.area), enc_text(doc.inner_path), _json(list(doc.access_groups)),
+            enc_text(doc.kind), _json(list(doc.entries)), _json(doc.metadata),
+            enc_text(doc.error), doc.indexed_at, enc_text(start), enc_text(start or ""),
+        )  # fmt: skip
+        groups = tuple(enc_text(g) for g in dict.fromkeys(doc.access_groups))
+        return DocRow(doc.id, columns, fts_text(doc.search_text()), groups)
+    except (TypeError, ValueError) as exc:  # not JSON, not a file system name
+        raise StoreError(f"cannot store the document for {doc.path!r}: {exc}") from exc
+
+
+def row_doc(row: Sequence[Any]) -> FileDocument:
+    """The document of a row that begins with DOC_SELECT's columns."""
+    (
+        doc_id, path, _path_text, name, size, mtime, ctime, inode, dev, uid, gid, owner,
+        group, mode, level, user_type, beamline, proposal, visit, visit_date, area,
+        inner_path, access_groups, kind, entries, metadata, error, indexed_at, _, _,
+    ) = row[: len(DOC_COLUMNS)]  # fmt: skip
+    return FileDocument(
+        id=doc_id,
+        path=os.fsdecode(path),
+        name=dec_text(name),  # type: ignore[arg-type]
+        size=size,
+        mtime=mtime,
+        ctime=ctime,
+        inode=dec_u64(inode),
+        dev=dec_u64(dev),
+        uid=uid,
+        gid=gid,
+        owner=dec_text(owner),
+        group=dec_text(group),
+        mode=mode,
+        level=dec_text(level),  # type: ignore[arg-type]
+        user_type=dec_text(user_type),
+        beamline=dec_text(beamline),
+        proposal=dec_text(proposal),
+        visit=dec_text(visit),
+        visit_date=dec_text(visit_date),
+        area=dec_text(area),
+        inner_path=dec_text(inner_path),
+        access_groups=tuple(json.loads(access_groups)),
+        kind=dec_text(kind),  # type: ignore[arg-type]
+        entries=tuple(json.loads(entries)),
+        metadata=json.loads(metadata),
+        error=dec_text(error),
+        indexed_at=indexed_at,
+    )
+
+
+# -- violations --------------------------------------------------------------------------
+VIOLATION_FIELDS = (
+    "severity", "expected", "actual", "message", "user_type", "beamline", "proposal", "visit",
+)  # fmt: skip
+VIOLATION_SELECT = (
+    "path, rule, " + ", ".join(VIOLATION_FIELDS) + ", first_seen, last_seen, resolved_at"
+)
+
+
+def violation_values(v: Violation) -> tuple[TextValue, ...]:
+    """The columns of VIOLATION_FIELDS for ``v``."""
+    return tuple(enc_text(getattr(v, name)) for name in VIOLATION_FIELDS)
+
+
+def row_violation(row: Sequence[Any]) -> Violation:
+    path, rule, *texts, first_seen, last_seen, resolved_at = row
+    fields: dict[str, Any] = dict(zip(VIOLATION_FIELDS, map(dec_text, texts), strict=True))
+    return Violation(
+        path=os.fsdecode(path),
+        rule=dec_text(rule),  # type: ignore[arg-type]
+        first_seen=first_seen,
+        last_seen=last_seen,
+        resolved_at=resolved_at,
+        **fields,
+    )

@@ -1,0 +1,268 @@
+"""The SQLite store's writer: one thread owns the write connection.
+
+``put``, ``delete`` and ``record_audit`` queue work items; the writer takes the first,
+drains whatever else is queued (up to MAX_BATCH_DOCS documents) and applies it all in
+one transaction. A failed batch is retried item by item, so one bad item loses only
+itself; the failure is logged and re-raised by the next ``flush``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from catalogd.errors import StoreError
+from catalogd.store.sqlite_schema import (
+    DOC_COLUMNS,
+    SQLITE_ERRORS,
+    VIOLATION_FIELDS,
+    VIOLATION_SELECT,
+    DocRow,
+    dec_text,
+    enc_path,
+    enc_text,
+    translate_error,
+    violation_values,
+)
+from catalogd.violations import Violation
+
+log = logging.getLogger(__name__)
+
+#: The most documents the writer puts into one transaction (measured: 10,000 inserts
+#: 15-20% faster than 5,000; one such transaction takes about half a second).
+MAX_BATCH_DOCS = 10_000
+#: Queued write items (each up to MAX_BATCH_DOCS documents) before put() blocks.
+QUEUE_ITEMS = 32
+#: How often blocked waits check that the writer is still alive.
+WRITER_POLL_S = 0.5
+
+
+@dataclass(slots=True)
+class Put:
+    rows: list[DocRow]
+
+
+@dataclass(slots=True)
+class Delete:
+    ids: list[str]
+
+
+@dataclass(slots=True)
+class Audit:
+    findings: list[Violation]
+    scope_clause: tuple[str, list[object]]
+    seen_at: float
+
+
+@dataclass(slots=True, eq=False)
+class Flush:
+    done: threading.Event = field(default_factory=threading.Event)
+    error: StoreError | None = None
+
+
+class Stop:
+    pass
+
+
+Op = Put | Delete | Audit | Flush | Stop
+Work = Put | Delete | Audit
+
+
+class Writer(threading.Thread):
+    """Owns the write connection; applies queued work in batches, one transaction each."""
+
+    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+        super().__init__(name=f"catalogd-sqlite-writer {where}")
+        self.conn = conn
+        self.where = where
+        self.queue: queue.Queue[Op] = queue.Queue(maxsize=QUEUE_ITEMS)
+        #: The first failure since the last flush, reported to the next flush.
+        self.failure: StoreError | None = None
+
+    def run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                try:
+                    first = self.queue.get(timeout=WRITER_POLL_S)
+                except queue.Empty:
+                    if self._orphaned():
+                        break
+                    continue
+                stop = self._process(self._drain(first))
+        finally:
+            self.conn.close()
+
+    def _orphaned(self) -> bool:
+        """True at interpreter exit when no one is left to write or close the store.
+
+        The writer is not a daemon thread (a daemon would lose queued writes at exit),
+        so it must stop by itself when the program ended without closing the store.
+        """
+        if threading.main_thread().is_alive():
+            return False
+        return not any(
+            t.is_alive() and not t.daemon and not isinstance(t, Writer)
+            for t in threading.enumerate()
+            if t is not threading.main_thread()
+        )
+
+    def _drain(self, first: Op) -> list[Op]:
+        batch = [first]
+        docs = len(first.rows) if isinstance(first, Put) else 0
+        while docs < MAX_BATCH_DOCS and not isinstance(batch[-1], Stop):
+            try:
+                op = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(op)
+            docs += len(op.rows) if isinstance(op, Put) else 0
+        return batch
+
+    def _process(self, batch: list[Op]) -> bool:
+        work = [op for op in batch if isinstance(op, Put | Delete | Audit)]
+        if work:
+            try:
+                self._transaction(work)
+            except Exception as exc:
+                if len(work) == 1:
+                    self._fail(exc)
+                else:  # retry one by one, so one bad item does not lose the others
+                    for item in work:
+                        try:
+                            self._transaction([item])
+                        except Exception as exc_one:
+                            self._fail(exc_one)
+        for op in batch:
+            if isinstance(op, Flush):
+                op.error, self.failure = self.failure, None
+                op.done.set()
+        return any(isinstance(op, Stop) for op in batch)
+
+    def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, SQLITE_ERRORS):
+            error = translate_error(exc, self.where)
+        else:
+            error = StoreError(f"SQLite store {self.where}: writing failed: {exc!r}")
+        log.error("%s", error)
+        if self.failure is None:
+            self.failure = error
+
+    def _transaction(self, ops: list[Work]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            pending: dict[str, DocRow] = {}
+            for op in ops:
+                if isinstance(op, Put):
+                    pending.update((row.id, row) for row in op.rows)
+                    continue
+                if pending:
+                    write_docs(conn, pending.values())
+                    pending = {}
+                if isinstance(op, Delete):
+                    delete_docs(conn, op.ids)
+                else:
+                    write_audit(conn, op.findings, scope_clause=op.scope_clause, seen_at=op.seen_at)
+            if pending:
+                write_docs(conn, pending.values())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+# -- the statements, inside the writer's transaction ----------------------------------
+_INSERT_DOC = (
+    f"INSERT INTO docs (file_id, {', '.join(DOC_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(DOC_COLUMNS) + 1))})"
+)
+_IDS_IN = "IN (SELECT value FROM json_each(?))"
+#: Where a document has rows, by file_id.
+_DOC_TABLES = (("docs_fts", "rowid"), ("doc_groups", "file_id"), ("docs", "file_id"))
+
+
+def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
+    """Upsert documents: an existing id keeps its file_id, a new one takes the next."""
+    ids = json.dumps([row.id for row in rows])
+    existing: dict[str, int] = dict(
+        conn.execute(f"SELECT id, file_id FROM docs WHERE id {_IDS_IN}", (ids,)).fetchall()
+    )
+    last_id = int(conn.execute("SELECT ifnull(max(file_id), 0) FROM docs").fetchone()[0])
+    if existing:  # replaced: they keep their file_id, and lose their old index entries
+        old = [(file_id,) for file_id in existing.values()]
+        for table, column in _DOC_TABLES:
+            conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", old)
+    numbered: list[tuple[int, DocRow]] = []
+    for row in rows:
+        file_id = existing.get(row.id)
+        if file_id is None:
+            last_id += 1
+            file_id = last_id
+        numbered.append((file_id, row))
+    conn.executemany(_INSERT_DOC, [(file_id, *row.columns) for file_id, row in numbered])
+    conn.executemany(
+        "INSERT INTO docs_fts (rowid, text) VALUES (?, ?)",
+        [(file_id, row.text) for file_id, row in numbered],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO doc_groups (file_id, grp) VALUES (?, ?)",
+        [(file_id, grp) for file_id, row in numbered for grp in row.groups],
+    )
+
+
+def delete_docs(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    found = conn.execute(f"SELECT file_id FROM docs WHERE id {_IDS_IN}", (json.dumps(ids),))
+    file_ids = found.fetchall()
+    for table, column in _DOC_TABLES:
+        conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", file_ids)
+
+
+def write_audit(
+    conn: sqlite3.Connection,
+    findings: Sequence[Violation],
+    *,
+    scope_clause: tuple[str, list[object]],
+    seen_at: float,
+) -> None:
+    """Apply an audit's findings; ``scope_clause`` selects the records it covered.
+
+    The same rules, in the same order, as :meth:`catalogd.store.memory.MemoryStore.record_audit`.
+    """
+    found = {v.key: v for v in findings}
+    where, params = scope_clause
+    open_in_scope = conn.execute(
+        f"SELECT violation_id, path, rule FROM violations "
+        f"WHERE resolved_at IS NULL AND ({where}) ORDER BY violation_id",
+        params,
+    ).fetchall()
+    updates: list[tuple[object, ...]] = []
+    resolved: list[tuple[float, int]] = []
+    for violation_id, path, rule in open_in_scope:
+        fresh = found.pop((os.fsdecode(path), dec_text(rule) or ""), None)
+        if fresh is None:
+            resolved.append((seen_at, violation_id))
+        else:
+            updates.append((*violation_values(fresh), seen_at, fresh.resolved_at, violation_id))
+    assignments = ", ".join(f"{name} = ?" for name in VIOLATION_FIELDS)
+    conn.executemany(
+        f"UPDATE violations SET {assignments}, last_seen = ?, resolved_at = ? "
+        "WHERE violation_id = ?",
+        updates,
+    )
+    conn.executemany("UPDATE violations SET resolved_at = ? WHERE violation_id = ?", resolved)
+    conn.executemany(
+        f"INSERT INTO violations ({VIOLATION_SELECT}) "
+        f"VALUES ({', '.join('?' * (len(VIOLATION_FIELDS) + 5))})",
+        [
+            (enc_path(v.path), enc_text(v.rule), *violation_values(v), seen_at, seen_at, None)
+            for v in found.values()
+        ],
+    )

@@ -1,0 +1,38 @@
+"""Fixtures every test gets: a clean environment and no leaked threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+#: How long a thread a test started may take to finish after the test.
+THREAD_GRACE_S = 2.0
+
+
+@pytest.fixture(autouse=True)
+def _scrub_catalogd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CATALOGD_* variable of the caller's shell leaks into a test's settings."""
+    for name in list(os.environ):
+        if name.startswith("CATALOGD_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a non-daemon thread running (a store or watcher not closed)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_S
+    leaked = []
+    for thread in threading.enumerate():
+        if thread in before or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            leaked.append(thread.name)
+    if leaked:
+        pytest.fail(f"the test left non-daemon threads running: {sorted(leaked)}")

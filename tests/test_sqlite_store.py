@@ -1,0 +1,372 @@
+"""What is particular to the SQLite store: schema, migrations, errors, threads, durability.
+
+Its behaviour as a store is checked by tests/test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_store_contract import NON_UTF8, P1, make_doc
+
+from catalogd.errors import StoreError, StoreUnavailable
+from catalogd.store import open_store, sqlite_schema
+from catalogd.store import sqlite as sqlite_store
+from catalogd.store.base import SearchQuery
+from catalogd.store.sqlite import SQLiteStore
+from catalogd.store.sqlite_schema import (
+    ERROR_MAP,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    doc_row,
+    migrate,
+    translate_error,
+)
+from catalogd.store.sqlite_writer import write_docs
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "catalog.db")
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(db)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def raw(db: str) -> sqlite3.Connection:
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def user_version(db: str) -> int:
+    conn = raw(db)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+# -- opening ---------------------------------------------------------------------------------
+def test_opens_in_wal_mode_and_creates_the_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "catalog.db"
+    with SQLiteStore(str(path)) as store:
+        assert store.url == f"sqlite://{path}"
+        store.flush()  # the writer is idle now, so its connection can be asked
+        writer = store._writer.conn
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert user_version(str(path)) == SCHEMA_VERSION
+
+
+def test_open_store_url(tmp_path: Path) -> None:
+    store = open_store(f"sqlite://{tmp_path}/x/catalog.db")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == f"{tmp_path}/x/catalog.db"
+    finally:
+        store.close()
+
+
+def test_a_path_with_uri_characters(tmp_path: Path) -> None:
+    path = tmp_path / "a?b#c%20d&mode=rw" / "catalog.db"  # readers open it by URI
+    with SQLiteStore(str(path)) as store:
+        store.put([make_doc(f"{P1}/raw/a.h5")])
+        store.flush()
+        assert store.count() == 1
+    assert path.exists()
+
+
+def test_a_directory_that_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    path = tmp_path / "file" / "catalog.db"
+    with pytest.raises(StoreUnavailable, match=str(path)):
+        SQLiteStore(str(path))
+
+
+def test_a_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match=str(tmp_path)):
+        SQLiteStore(str(tmp_path))
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    path.write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(StoreUnavailable, match=str(path)):
+        SQLiteStore(str(path))
+
+
+# -- schema and migrations -----------------------------------------------------------------
+def test_an_old_database_is_migrated(db: str) -> None:
+    doc = make_doc(f"{P1}/raw/old.h5")
+    conn = raw(db)
+    try:
+        assert migrate(conn, db, MIGRATIONS[:1]) == 1  # as version 1 left it
+        conn.execute("BEGIN")
+        write_docs(conn, [doc_row(doc)])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    assert user_version(db) == 1
+    with SQLiteStore(db) as store:
+        assert user_version(db) == SCHEMA_VERSION == 2
+        assert store.get(doc.id) == doc
+        assert store.search(SearchQuery(text="old.h5")).total == 1
+        assert store.violations() == []  # version 2's table is there
+
+
+def test_a_new_step_is_applied_once(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = make_doc(f"{P1}/raw/kept.h5")
+    with SQLiteStore(db) as store:
+        store.put([doc])
+    step = Migration("a note per document", ("ALTER TABLE docs ADD COLUMN note TEXT",))
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*MIGRATIONS, step))
+    for _ in range(2):  # the second open must not apply it again (ALTER would fail)
+        with SQLiteStore(db) as store:
+            assert store.get(doc.id) == doc
+        assert user_version(db) == SCHEMA_VERSION + 1
+    conn = raw(db)
+    try:
+        assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(docs)")]
+    finally:
+        conn.close()
+
+
+def test_a_failed_step_changes_nothing(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    SQLiteStore(db).close()
+    step = Migration("broken", ("CREATE TABLE extra (x)", "THIS IS NOT SQL"))
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*MIGRATIONS, step))
+    with pytest.raises(StoreError, match="syntax error"):
+        SQLiteStore(db)
+    assert user_version(db) == SCHEMA_VERSION
+    conn = raw(db)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_schema")}
+    finally:
+        conn.close()
+    assert "extra" not in tables
+
+
+def test_a_newer_database_is_refused(db: str) -> None:
+    SQLiteStore(db).close()
+    conn = raw(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this catalogd knows"):
+        SQLiteStore(db)
+
+
+def test_paths_are_stored_as_their_exact_bytes(store: SQLiteStore, db: str) -> None:
+    store.put([make_doc(NON_UTF8)])
+    store.flush()
+    conn = raw(db)
+    try:
+        assert conn.execute("SELECT path FROM docs").fetchall() == [(NON_UTF8,)]
+    finally:
+        conn.close()
+
+
+def test_unsigned_64_bit_numbers_round_trip(store: SQLiteStore) -> None:
+    doc = make_doc(f"{P1}/raw/a.h5").with_changes(inode=2**64 - 1, dev=2**63)
+    store.put([doc])
+    store.flush()
+    assert store.get(doc.id) == doc
+
+
+# -- errors ----------------------------------------------------------------------------------
+def _subclasses(cls: type[Exception]) -> set[type[Exception]]:
+    found = {cls}
+    for sub in cls.__subclasses__():
+        found |= _subclasses(sub)
+    return found
+
+
+def test_every_sqlite3_exception_is_mapped() -> None:
+    classes = _subclasses(sqlite3.Error) | {sqlite3.Warning}
+    assert len(classes) >= 9
+    for cls in classes:
+        assert cls in ERROR_MAP, f"sqlite3.{cls.__name__} has no StoreError to become"
+        error = translate_error(cls("it broke"), "/var/lib/catalogd/catalog.db")
+        assert isinstance(error, ERROR_MAP[cls])
+        assert "/var/lib/catalogd/catalog.db" in str(error) and "it broke" in str(error)
+    assert isinstance(translate_error(sqlite3.OperationalError("locked"), "x"), StoreUnavailable)
+
+
+def test_no_sqlite3_exception_escapes(store: SQLiteStore, db: str) -> None:
+    store.put([make_doc(f"{P1}/raw/a.h5")])
+    store.flush()
+    conn = raw(db)
+    conn.execute("DROP TABLE doc_groups")
+    conn.close()
+    with pytest.raises(StoreError, match="no such table"):
+        store.search(SearchQuery(groups=frozenset({"x"})))
+    with pytest.raises(StoreError, match="no such table"):
+        store.put([make_doc(f"{P1}/raw/b.h5")])
+        store.flush()
+
+
+def test_user_text_is_never_sql(store: SQLiteStore) -> None:
+    store.put([make_doc(f"{P1}/raw/a.h5")])
+    store.flush()
+    for text in ["'; DROP TABLE docs; --", '") OR 1=1 --', "x' OR '1'='1"]:
+        query = SearchQuery(text=text, proposal=text, path_prefix=text, groups=frozenset({text}))
+        assert store.search(query).total == 0
+    assert store.count() == 1
+
+
+@pytest.mark.parametrize("access_set_max", [0, 1, 10_000])
+def test_both_ways_of_filtering_by_access_agree(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, access_set_max: int
+) -> None:
+    monkeypatch.setattr(sqlite_store, "ACCESS_SET_MAX_ROWS", access_set_max)
+    store.put([make_doc(f"/data/v/b/p{i % 3}/v/raw/f{i}.h5") for i in range(12)])
+    store.flush()
+    cases = [({"p0-group"}, 4, 0), ({"p1-group"}, 4, 2), ({"p1-group", "p2-group"}, 8, 3),
+             (set(), 0, 0)]  # fmt: skip
+    for groups, visible, named in cases:  # "raw/f1": f1 (p1), f10 (p1), f11 (p2)
+        result = store.search(SearchQuery(groups=frozenset(groups), text="raw/f1", size=100))
+        assert result.total == len(result.items) == named
+        assert store.search(SearchQuery(groups=frozenset(groups))).total == visible
+
+
+def test_a_failed_write_is_raised_by_flush_and_loses_only_itself(
+    store: SQLiteStore, db: str
+) -> None:
+    conn = raw(db)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON docs WHEN NEW.path_text LIKE '%boom%' "
+        "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+    )
+    conn.close()
+    good = [make_doc(f"{P1}/raw/good{i}.h5") for i in range(2)]
+    store.put([good[0]])
+    store.put([make_doc(f"{P1}/raw/boom.h5")])
+    store.put([good[1]])
+    with pytest.raises(StoreError, match="boom refused"):
+        store.flush()
+    assert [store.get(doc.id) for doc in good] == good
+    assert store.count() == 2
+    store.flush()  # reported once
+
+
+def test_a_document_that_cannot_be_stored_is_refused_at_once(store: SQLiteStore) -> None:
+    doc = make_doc(f"{P1}/raw/a.h5").with_changes(metadata={"bad": {1, 2}})
+    with pytest.raises(StoreError, match="a.h5"):
+        store.put([doc])
+
+
+# -- threads and connections ----------------------------------------------------------------
+def test_reads_do_not_wait_for_a_writer(store: SQLiteStore, db: str) -> None:
+    doc = make_doc(f"{P1}/raw/a.h5")
+    store.put([doc])
+    store.flush()
+    other = raw(db)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    other.execute("DELETE FROM docs")
+    try:
+        assert store.get(doc.id) == doc
+        assert store.search(SearchQuery()).total == 1
+        assert store.count() == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.put([make_doc(f"{P1}/raw/b.h5")])
+    store.flush()
+    assert store.count() == 2
+
+
+def test_concurrent_readers_while_writing(store: SQLiteStore) -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                result = store.search(SearchQuery(text="scan", size=5))
+                assert result.total >= 0
+                list(store.iter_documents(path_prefix=P1))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    try:
+        for batch in range(20):
+            store.put([make_doc(f"{P1}/raw/scan_{batch}_{i}.h5") for i in range(50)])
+        store.flush()
+    finally:
+        done.set()
+        for thread in readers:
+            thread.join()
+    assert errors == []
+    assert store.count() == 1000
+    assert len(store._readers) <= 4
+
+
+def test_connections_of_ended_threads_are_closed(store: SQLiteStore) -> None:
+    for _ in range(5):
+        thread = threading.Thread(target=store.count)
+        thread.start()
+        thread.join()
+    store.count()
+    assert len(store._readers) <= 2
+
+
+def test_close_stops_the_writer_and_closes_every_connection(db: str) -> None:
+    store = SQLiteStore(db)
+    store.put([make_doc(f"{P1}/raw/a.h5")])
+    store.count()
+    thread = threading.Thread(target=store.count)
+    thread.start()
+    thread.join()
+    store.close()
+    store.close()
+    assert not store._writer.is_alive()
+    assert store._readers == []
+    with pytest.raises(StoreError, match="closed"):
+        store.count()
+    with SQLiteStore(db) as again:
+        assert again.count() == 1  # close flushed
+
+
+def test_iter_documents_reads_in_chunks(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "ITER_CHUNK", 3)
+    docs = [make_doc(f"{P1}/raw/f{i:02d}.h5") for i in range(10)]
+    store.put(docs)
+    store.flush()
+    seen = []
+    for doc in store.iter_documents(path_prefix=P1):
+        seen.append(doc.path)
+        assert store.search(SearchQuery(size=1)).total == 10  # other reads in between
+    assert seen == [doc.path for doc in docs]
+
+
+def test_queued_writes_survive_an_exit_without_close(db: str) -> None:
+    program = (
+        "import sys\n"
+        "from catalogd.store.sqlite import SQLiteStore\n"
+        "from test_store_contract import make_doc\n"
+        "store = SQLiteStore(sys.argv[1])\n"
+        "for batch in range(20):\n"
+        "    store.put([make_doc(f'/data/v/b/p/v/raw/{batch}_{i}.h5') for i in range(500)])\n"
+    )
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": here}
+    subprocess.run([sys.executable, "-c", program, db], check=True, timeout=120, env=env)
+    with SQLiteStore(db) as store:
+        assert store.count() == 10_000
