@@ -166,6 +166,55 @@ class ScanSettings(Section):
     cross_mounts: bool = False
 
 
+#: Defaults of ``[daemon]``, with their units.
+QUIET_PERIOD_S = 2.0
+WRITER_TIMEOUT_S = 3600.0
+RECONCILE_INTERVAL_S = 86400.0
+POLL_INTERVAL_S = 300.0
+QUEUE_SIZE = 100_000
+EXTRACT_WORKERS = 2
+STOP_TIMEOUT_S = 20.0
+
+
+class DaemonSettings(Section):
+    """``[daemon]``: ``catalogd run``, the watching daemon."""
+
+    source: Literal["auto", "fanotify", "inotify", "poll"] = Field(
+        default="auto",
+        description="Event source: fanotify when privileged and local, else inotify; "
+        "'poll' never trusts events (see poll_only).",
+    )
+    poll_only: bool = Field(
+        default=False,
+        description="Rescan every poll_interval_s instead of watching: for GPFS, Lustre, "
+        "NFS and CephFS, where inotify and fanotify see only this node's changes.",
+    )
+    quiet_period_s: float = Field(default=QUIET_PERIOD_S, ge=0.0, le=3600.0)
+    writer_timeout_s: float = Field(default=WRITER_TIMEOUT_S, ge=0.0)
+    reconcile_at_start: bool = True
+    reconcile_interval_s: float = Field(default=RECONCILE_INTERVAL_S, ge=0.0)
+    poll_interval_s: float = Field(default=POLL_INTERVAL_S, gt=0.0)
+    queue_size: int = Field(default=QUEUE_SIZE, ge=100, le=10_000_000)
+    extract_workers: int = Field(default=EXTRACT_WORKERS, ge=1, le=64)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    stop_timeout_s: float = Field(default=STOP_TIMEOUT_S, gt=0.0)
+    state_dir: str | None = Field(
+        default=None, description="Where the daemon writes status.json (None: nowhere)."
+    )
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_dir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @property
+    def polling(self) -> bool:
+        """No event source: the tree is rescanned every ``poll_interval_s``."""
+        return self.poll_only or self.source == "poll"
+
+
 class LogSettings(Section):
     """``[log]``: logging."""
 
@@ -193,6 +242,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     policy: PolicySettings = PolicySettings()
     indexers: IndexerSettings = IndexerSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -61,9 +61,9 @@ def cli(ctx: click.Context, config_option: str | None, verbose: int) -> None:
 
 
 def _register() -> None:
-    from catalogd.cli import audit, check_config, demo, extract, scan, search
+    from catalogd.cli import audit, check_config, demo, extract, run, scan, search
 
-    for module in (audit, check_config, demo, extract, scan, search):
+    for module in (audit, check_config, demo, extract, run, scan, search):
         for command in getattr(module, "commands", None) or [module.command]:
             cli.add_command(command)
 
