@@ -7,15 +7,23 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from catalogd.cli import cli
+from catalogd.cli import COMMANDS, cli
 from catalogd.config import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_is_in_the_readme(name: str) -> None:
     assert f"`catalogd {name}" in README
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_loads_and_is_named_as_listed(name: str) -> None:
+    import click
+
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None and command.name == name
 
 
 def setting_keys() -> list[str]:

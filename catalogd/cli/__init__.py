@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -41,8 +42,38 @@ class CliContext:
 
 pass_cli = click.make_pass_decorator(CliContext)
 
+#: Command name -> "module:attribute". A command's module is imported only when that
+#: command runs (or help lists it), so ``catalogd audit`` does not pay for the daemon's
+#: or the progress bar's imports.
+COMMANDS = {
+    "audit": "catalogd.cli.audit:audit",
+    "check-config": "catalogd.cli.check_config:command",
+    "demo": "catalogd.cli.demo:command",
+    "extract": "catalogd.cli.extract:command",
+    "run": "catalogd.cli.run:command",
+    "scan": "catalogd.cli.scan:command",
+    "search": "catalogd.cli.search:command",
+    "violations": "catalogd.cli.audit:violations",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="catalogd")
 @click.option(
     "--config",
@@ -58,17 +89,6 @@ def cli(ctx: click.Context, config_option: str | None, verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = CliContext(config_option=config_option)
-
-
-def _register() -> None:
-    from catalogd.cli import audit, check_config, demo, extract, run, scan, search
-
-    for module in (audit, check_config, demo, extract, run, scan, search):
-        for command in getattr(module, "commands", None) or [module.command]:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,6 +228,3 @@ def violations(
             title=f"Data policy violations ({wanted.value})",
             color=color,
         )
-
-
-commands = [audit, violations]
