@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from es_node import shared_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,12 +29,13 @@ from catalogd.document import (
 from catalogd.errors import StoreError, UsageError
 from catalogd.store import sqlite as sqlite_module
 from catalogd.store.base import SORT_FIELDS, Fingerprint, SearchQuery, SearchResult, Store
+from catalogd.store.elasticsearch import ElasticsearchStore
 from catalogd.store.memory import MemoryStore
 from catalogd.store.query import encode_cursor
 from catalogd.store.sqlite import SQLiteStore
 from catalogd.violations import Violation, ViolationState
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "elasticsearch"]
 ALL_SORTS = [*SORT_FIELDS, *(f"-{name}" for name in SORT_FIELDS)]
 JSONDict = dict[str, Any]
 
@@ -43,6 +45,9 @@ def open_store_kind(kind: str, directory: Path) -> Store:
         return MemoryStore()
     if kind == "sqlite":
         return SQLiteStore(str(directory / "catalog.db"))
+    if kind == "elasticsearch":
+        node = shared_node()  # started on first use, once per session
+        return ElasticsearchStore.from_url(node.store_url(node.unique_prefix()))
     raise AssertionError(f"no such store kind {kind!r}")
 
 
@@ -53,6 +58,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+        if isinstance(opened, ElasticsearchStore):  # a fresh index per test, then none
+            shared_node().drop(opened.prefix)
 
 
 # -- building documents ---------------------------------------------------------------------

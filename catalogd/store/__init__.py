@@ -1,7 +1,7 @@
 """Catalogue stores, opened from a store URL.
 
 ``sqlite:///ABSOLUTE/PATH.db`` is the embedded store, ``memory://`` the in-memory one
-(tests), ``http(s)://HOST:PORT[,http(s)://HOST2:PORT]`` Elasticsearch.
+(tests), ``http(s)://HOST:PORT[,http(s)://HOST2:PORT][?index=PREFIX]`` Elasticsearch.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from catalogd.errors import UsageError
+from catalogd.optional import require
 from catalogd.store.base import SearchQuery, SearchResult, Store
 from catalogd.store.memory import MemoryStore
 
@@ -43,9 +44,10 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(sqlite_path(url))
     if scheme in ("http", "https"):
-        raise UsageError(
-            f"the Elasticsearch store ({url}) is not available in this version of catalogd"
-        )
+        require("elasticsearch", "elasticsearch")
+        from catalogd.store.elasticsearch import ElasticsearchStore
+
+        return ElasticsearchStore.from_url(url)
     raise UsageError(
         f"unknown store URL {url!r}: use sqlite:///ABSOLUTE/PATH.db or http(s)://HOST:PORT"
     )

@@ -1,0 +1,139 @@
+"""What a SearchQuery becomes in Elasticsearch's query language.
+
+The same rules as :mod:`catalogd.store.query` (which the memory store applies in Python),
+on the fields of :mod:`catalogd.store.es_schema`; the contract suite checks they agree.
+Every filter, the caller's access included, is inside the query, so items, total and
+facets all see the same documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catalogd.store.base import SearchQuery
+from catalogd.store.es_schema import fts_key, keyword, order_key, path_key
+
+JSONDict = dict[str, Any]
+
+#: Sort field -> the index field holding its order.
+SORT_FIELDS = {
+    "path": "path_sort",
+    "mtime": "mtime",
+    "size": "size",
+    "start_time": "start_key",
+    "indexed_at": "indexed_at",
+}
+TEXT_SORTS = ("path", "start_time")
+#: Most values one facet reports (the memory store has no limit; a catalogue with more
+#: proposals than this reports the most frequent).
+FACET_MAX_VALUES = 10_000
+#: Longest free-text term (in characters of fts_key) looked up exactly; measured: a
+#: repetitive term of 200 is within Lucene's default automaton limit, one of 400 is not.
+MAX_EXACT_TERM = 160
+_EQUALITY_FILTERS = ("user_type", "beamline", "proposal", "visit", "kind")
+_MATCH_NONE: JSONDict = {"match_none": {}}
+
+
+def access_filter(groups: frozenset[str] | None) -> list[JSONDict]:
+    """Documents one of ``groups`` may see (None: no condition)."""
+    if groups is None:
+        return []
+    if not groups:
+        return [_MATCH_NONE]
+    return [{"terms": {"access_groups": sorted(keyword(g) for g in groups)}}]
+
+
+def prefix_filter(prefix: str) -> JSONDict:
+    """Paths that are ``prefix`` or below it, exactly as query.under_prefix decides."""
+    prefix = prefix.rstrip("/") or "/"
+    try:
+        raw = path_key(prefix)
+    except UnicodeEncodeError:  # no file system path has this
+        return _MATCH_NONE
+    if raw == "/":
+        return {"prefix": {"path_key": "/"}}
+    return {
+        "bool": {
+            "should": [{"term": {"path_key": raw}}, {"term": {"ancestors": raw}}],
+            "minimum_should_match": 1,
+        }
+    }
+
+
+def scope_filter(scope: str, recursive: bool) -> JSONDict:
+    """Violations an audit of ``scope`` covers: the path itself, and below if recursive."""
+    try:
+        raw = path_key(scope)
+    except UnicodeEncodeError:
+        return _MATCH_NONE
+    exact: JSONDict = {"term": {"path_key": raw}}
+    if not recursive:
+        return exact
+    return {"bool": {"should": [exact, prefix_filter(scope)], "minimum_should_match": 1}}
+
+
+def _wildcard_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def text_filters(terms: tuple[str, ...]) -> list[JSONDict]:
+    """Each term a substring of one line of the lower-cased search text.
+
+    Lucene builds an automaton for each ``*term*`` pattern, whose cost grows with the
+    square of the term's length for a repetitive term; past MAX_EXACT_TERM characters of
+    fts_key, a term is looked up as overlapping pieces of that length, each of which must
+    occur (a superset: found as well are lines holding the pieces but not the whole).
+    """
+    pieces: list[str] = []
+    for term in terms:
+        key = fts_key(term)
+        if len(key) <= MAX_EXACT_TERM:
+            pieces.append(key)
+            continue
+        starts = [*range(0, len(key) - MAX_EXACT_TERM, MAX_EXACT_TERM // 2)]
+        for start in [*starts, len(key) - MAX_EXACT_TERM]:
+            pieces.append(key[start : start + MAX_EXACT_TERM])
+    return [
+        {"wildcard": {"search": {"value": "*" + _wildcard_escape(piece) + "*"}}}
+        for piece in dict.fromkeys(pieces)
+    ]
+
+
+def filters(query: SearchQuery) -> list[JSONDict]:
+    """Every condition of ``query``."""
+    clauses = access_filter(query.groups)
+    for name in _EQUALITY_FILTERS:
+        value = getattr(query, name)
+        if value is not None:
+            clauses.append({"term": {name: keyword(value)}})
+    if query.path_prefix is not None:
+        clauses.append(prefix_filter(query.path_prefix))
+    bounds: JSONDict = {}
+    if query.start_from is not None:
+        bounds["gte"] = order_key(query.start_from)
+    if query.start_to is not None:
+        bounds["lte"] = order_key(query.start_to)
+    if bounds:
+        clauses.append({"range": {"start_time": bounds}})
+    clauses.extend(text_filters(query.terms))
+    return clauses
+
+
+def bool_query(clauses: list[JSONDict]) -> JSONDict:
+    return {"bool": {"filter": clauses}} if clauses else {"match_all": {}}
+
+
+def sort_clause(sort: str) -> list[JSONDict]:
+    order = "desc" if sort.startswith("-") else "asc"
+    return [{SORT_FIELDS[sort.lstrip("-")]: {"order": order}}, {"id_key": {"order": order}}]
+
+
+def search_after(value: object, doc_id: str) -> list[object]:
+    """The search_after values of a decoded cursor."""
+    return [order_key(value) if isinstance(value, str) else value, order_key(doc_id)]
+
+
+def facet_aggs(names: tuple[str, ...]) -> JSONDict:
+    return {
+        name: {"terms": {"field": name, "size": FACET_MAX_VALUES}} for name in dict.fromkeys(names)
+    }

@@ -1,0 +1,110 @@
+"""A real Elasticsearch node for the tests, one per test session.
+
+Started by ``scripts/elasticsearch.sh`` (which fetches the distribution with mvn, runs
+it as an unprivileged user on a free loopback port, and waits until it answers), the
+first time a test needs it; stopped when the session ends. A node that cannot be
+started fails the tests that need it: they are never skipped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
+#: Fetching (the first time) and starting the node; measured start: about 30 s.
+START_TIMEOUT_S = 600.0
+STOP_TIMEOUT_S = 60.0
+
+
+class Node:
+    """A running node: its URL, and the directory with its data and logs."""
+
+    def __init__(self) -> None:
+        self.run_dir = tempfile.mkdtemp(prefix="catalogd-es-")
+        started = subprocess.run(
+            [str(SCRIPT), "start", self.run_dir],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            check=False,
+        )
+        if started.returncode != 0:
+            self.stop()
+            raise RuntimeError(
+                f"scripts/elasticsearch.sh could not start Elasticsearch:\n{started.stderr}"
+            )
+        self.url = started.stdout.strip().splitlines()[-1]
+        self._names = itertools.count()
+
+    def unique_prefix(self) -> str:
+        """An index prefix no other test uses."""
+        return f"test-{os.getpid()}-{next(self._names)}"
+
+    def store_url(self, prefix: str) -> str:
+        return f"{self.url}?index={prefix}"
+
+    def drop(self, prefix: str) -> None:
+        """Delete the indices and templates of ``prefix``."""
+        with Elasticsearch(self.url) as client:
+            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
+            if indices:
+                client.indices.delete(index=",".join(indices))
+            templates = client.indices.get_index_template(name=f"{prefix}-*")
+            for template in templates["index_templates"]:
+                client.indices.delete_index_template(name=template["name"])
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(SCRIPT), "stop", self.run_dir],
+            capture_output=True,
+            timeout=STOP_TIMEOUT_S,
+            check=False,
+        )
+
+
+_lock = threading.Lock()
+_node: Node | None = None
+_failure: str | None = None
+
+
+def shared_node() -> Node:
+    """The session's node, started on first use (and stopped at exit at the latest)."""
+    global _node, _failure
+    with _lock:
+        if _failure is not None:
+            raise RuntimeError(_failure)
+        if _node is None:
+            try:
+                _node = Node()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                _failure = str(exc)
+                raise
+            atexit.register(stop_shared_node)
+        return _node
+
+
+def stop_shared_node() -> None:
+    global _node
+    with _lock:
+        if _node is not None:
+            _node.stop()
+            _node = None
+
+
+@pytest.fixture(scope="session")
+def es_node() -> Iterator[Node]:
+    """The running node; a failure to start it is a test failure, not a skip."""
+    try:
+        yield shared_node()
+    finally:
+        stop_shared_node()
