@@ -8,6 +8,7 @@ whatever the chosen one returns or raises into an :class:`ExtractResult`.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -161,8 +162,20 @@ class ExtractResult:
 
     def to_json(self) -> JSONDict:
         """The ``catalogd extract`` JSON Lines object (DESIGN.md's contract)."""
+        return _clean(self._data())  # type: ignore[no-any-return]
+
+    def to_json_line(self) -> str:
+        """:meth:`to_json` as one line of JSON (no newline), valid UTF-8 when encoded."""
+        line = json.dumps(self._data(), ensure_ascii=False, separators=(",", ":"))
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # surrogate escapes from undecodable names: clean them
+            line = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        return line
+
+    def _data(self) -> JSONDict:
         data: JSONDict = {
-            "path": clean_str(self.path),
+            "path": self.path,
             "ok": self.ok,
             "error": self.error,
             "kind": self.kind,
@@ -171,7 +184,7 @@ class ExtractResult:
         for key, value in self.metadata.items():
             data.setdefault(key, value)
         data["indexer"] = self.indexer
-        return _clean(data)  # type: ignore[no-any-return]
+        return data
 
     @classmethod
     def failure(cls, path: str, error: str, **kwargs: Any) -> ExtractResult:

@@ -7,6 +7,9 @@ target exists; a missing target is recorded, never an error. A file that links t
 files is a ``master``; a data file named like a master's (``x_data_000001.h5`` beside
 ``x_master.h5``) that the master links to gets ``master`` set, so a search can show the
 measurement rather than its parts.
+
+The summary walks the reader's index (:class:`indexers.reader.Reader`), so the objects
+the NeXus extraction already opened are not opened again, and the reverse.
 """
 
 from __future__ import annotations
@@ -14,14 +17,21 @@ from __future__ import annotations
 import os
 import re
 from collections import deque
-from typing import Any
-
-import h5py
 
 from catalogd.document import KIND_HDF5
 from catalogd.errors import ExtractionError
 from indexers.base import Deadline, IndexerOutput, JSONDict, Probe
-from indexers.reader import H5_ERRORS, BudgetExceeded, Reader, dtype_name, open_hdf5, resolve_file
+from indexers.reader import (
+    EXTERNAL,
+    H5_ERRORS,
+    HARD,
+    SOFT,
+    BudgetExceeded,
+    Node,
+    Reader,
+    dtype_name,
+    resolve_file,
+)
 from indexers.settings import IndexerSettings
 
 #: A data file's name -> its master's name (Dectris/EIGER and the writers that copy it).
@@ -33,7 +43,7 @@ MASTER_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 #: At most this many links of each type are listed one by one.
 MAX_LISTED_LINKS = 200
-#: Objects looked at when checking that a master links to a data file.
+#: Links looked at when checking that a master links to a data file.
 MASTER_CHECK_OBJECTS = 5000
 
 
@@ -47,7 +57,7 @@ class Hdf5Indexer:
         return probe.is_hdf5
 
     def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        with Reader(probe, settings, deadline) as reader:
+        with Reader(probe.path, settings, deadline) as reader:
             metadata = describe(reader, probe)
             if reader.warnings:
                 metadata["warnings"] = list(reader.warnings)
@@ -65,7 +75,7 @@ def describe(reader: Reader, probe: Probe) -> JSONDict:
         metadata["role"] = "master"
         metadata["linked_files"] = [f["path"] for f in linked]
     else:
-        master = find_master(reader.path, reader.settings)
+        master = find_master(reader.path, reader.settings, reader.deadline)
         if master is not None:
             metadata["role"] = "data"
             metadata["master"] = master
@@ -80,24 +90,28 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict]:
     external: list[JSONDict] = []
     virtual: list[JSONDict] = []
     files: dict[str, bool] = {}
-    root_attrs, root_attr_count = reader.attributes(reader.file)
-    seen: set[int] = {hash(reader.file.id)}
-    queue: deque[tuple[h5py.Group, str]] = deque([(reader.file, "")])
+    root = reader.root
+    root_attrs, root_attr_count = reader.attributes(root)
+    seen = {root.key}
+    queue: deque[tuple[Node, str]] = deque([(root, "")])
     try:
         while queue:
             group, prefix = queue.popleft()
-            for name, member in reader.members(group).items():
-                link = member.link
-                if link is None:
+            for name, link in reader.listing(group).items():
+                kind = link.kind
+                if kind is None:
                     continue
                 path = f"{prefix}/{name}"
-                if isinstance(link, h5py.SoftLink):
+                if kind == SOFT:
                     counts["soft_links"] += 1
                     continue
-                if isinstance(link, h5py.ExternalLink):
+                if kind == EXTERNAL:
                     counts["external_links"] += 1
+                    assert link.filename is not None
                     target = resolve_file(reader.path, link.filename)
-                    exists = files.setdefault(target, os.path.isfile(target))
+                    exists = files.get(target)
+                    if exists is None:
+                        exists = files[target] = os.path.isfile(target)
                     if len(external) < MAX_LISTED_LINKS:
                         external.append(
                             {
@@ -109,26 +123,26 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict]:
                             }
                         )
                     continue
-                obj = member.obj
-                if obj is None:
+                node = reader.target(group, link)
+                if node is None:
                     reader.warn(f"{path}: unreadable")
                     continue
-                if isinstance(obj, h5py.Group):
-                    key = hash(obj.id)  # groups only: hard-link cycles go through groups
+                if node.is_group:
+                    key = node.key  # groups only: hard-link cycles go through groups
                     if key in seen:
                         continue
                     seen.add(key)
                     counts["groups"] += 1
-                    queue.append((obj, path))
+                    queue.append((node, path))
                     if len(objects) < settings.max_summary_objects:
                         entry: JSONDict = {"path": path, "type": "group"}
-                        nx_class = reader.nx_class(obj)
+                        nx_class = reader.nx_class(node)
                         if nx_class:
                             entry["nx_class"] = nx_class
                         objects.append(entry)
-                elif isinstance(obj, h5py.Dataset):
+                else:
                     counts["datasets"] += 1
-                    record = _dataset_record(reader, obj, path, files, virtual)
+                    record = _dataset_record(reader, node, path, files, virtual)
                     if record.get("virtual"):
                         counts["virtual"] += 1
                     if len(objects) < settings.max_summary_objects:
@@ -154,17 +168,16 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict]:
 
 def _dataset_record(
     reader: Reader,
-    dataset: h5py.Dataset,
+    dataset: Node,
     path: str,
     files: dict[str, bool],
     virtual: list[JSONDict],
 ) -> JSONDict:
     record: JSONDict = {"path": path, "type": "dataset"}
     try:
-        shape = dataset.shape
+        shape, maxshape, dtype = dataset.info()
         record["shape"] = list(shape) if shape is not None else None
-        record["dtype"] = dtype_name(dataset.dtype)
-        maxshape = dataset.maxshape
+        record["dtype"] = dtype_name(dtype)
         if maxshape is not None and None in maxshape:
             record["maxshape"] = [-1 if m is None else m for m in maxshape]
         is_virtual = dataset.is_virtual
@@ -180,7 +193,7 @@ def _dataset_record(
 
 
 def _virtual_sources(
-    reader: Reader, dataset: h5py.Dataset, path: str, files: dict[str, bool]
+    reader: Reader, dataset: Node, path: str, files: dict[str, bool]
 ) -> list[JSONDict]:
     try:
         mappings = dataset.virtual_sources()
@@ -188,21 +201,23 @@ def _virtual_sources(
         reader.warn(f"{path}: virtual sources unreadable: {exc}")
         return []
     sources: dict[tuple[str, str], JSONDict] = {}
-    for mapping in mappings:
-        target = resolve_file(reader.path, mapping.file_name)
-        exists = files.setdefault(target, os.path.isfile(target))
-        key = (target, mapping.dset_name)
+    for file_name, dset_name in mappings:
+        target = resolve_file(reader.path, file_name)
+        exists = files.get(target)
+        if exists is None:
+            exists = files[target] = os.path.isfile(target)
+        key = (target, dset_name)
         if key not in sources and len(sources) < MAX_LISTED_LINKS:
             sources[key] = {
-                "file": mapping.file_name,
-                "dataset": mapping.dset_name,
+                "file": file_name,
+                "dataset": dset_name,
                 "resolved": target,
                 "exists": exists,
             }
     return list(sources.values())
 
 
-def find_master(path: str, settings: IndexerSettings) -> str | None:
+def find_master(path: str, settings: IndexerSettings, deadline: Deadline) -> str | None:
     """The master file of a detector data file, when its name says so and the master
     links to it; None otherwise (the scanner also learns it from the master's side)."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -210,48 +225,53 @@ def find_master(path: str, settings: IndexerSettings) -> str | None:
         if not pattern.match(name):
             continue
         candidate = os.path.join(directory, pattern.sub(replacement, name))
-        if os.path.isfile(candidate) and links_to(candidate, os.path.join(directory, name)):
+        if os.path.isfile(candidate) and links_to(
+            candidate, os.path.join(directory, name), settings, deadline
+        ):
             return candidate
     return None
 
 
-def links_to(master: str, data_file: str) -> bool:
-    """Whether ``master`` has an external link or a virtual source naming ``data_file``."""
+def links_to(master: str, data_file: str, settings: IndexerSettings, deadline: Deadline) -> bool:
+    """Whether ``master`` has an external link (among its first MASTER_CHECK_OBJECTS
+    links) or a virtual source naming ``data_file``."""
+    if settings.max_objects < MASTER_CHECK_OBJECTS:
+        settings = settings.model_copy(update={"max_objects": MASTER_CHECK_OBJECTS})
     try:
-        handle = open_hdf5(master)
+        reader = Reader(master, settings, deadline)
     except ExtractionError:
         return False
-    found = False
-    budget = [MASTER_CHECK_OBJECTS]
-
-    def visit(name: str, link: Any) -> bool | None:
-        nonlocal found
-        budget[0] -= 1
-        if isinstance(link, h5py.ExternalLink):
-            found = resolve_file(master, link.filename) == data_file
-        return True if found or budget[0] <= 0 else None
-
-    try:
-        handle.visititems_links(visit)
-        if not found:
-            found = _virtual_links_to(handle, master, data_file)
-    except H5_ERRORS:
-        pass
-    finally:
-        handle.close()
-    return found
-
-
-def _virtual_links_to(handle: h5py.File, master: str, data_file: str) -> bool:
-    hits: list[bool] = []
-
-    def visit(name: str, obj: Any) -> bool | None:
-        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-            for mapping in obj.virtual_sources():
-                if resolve_file(master, mapping.file_name) == data_file:
-                    hits.append(True)
-                    return True
-        return None
-
-    handle.visititems(visit)
-    return bool(hits)
+    links = 0
+    with reader:
+        seen = {reader.root.key}
+        queue: deque[Node] = deque([reader.root])
+        while queue:
+            group = queue.popleft()
+            for link in reader.listing(group).values():
+                links += 1
+                if link.kind == EXTERNAL:
+                    assert link.filename is not None
+                    if links <= MASTER_CHECK_OBJECTS and (
+                        resolve_file(master, link.filename) == data_file
+                    ):
+                        return True
+                    continue
+                if link.kind != HARD:
+                    continue
+                node = reader.target(group, link)
+                if node is None:
+                    continue
+                if node.is_group:
+                    if node.key not in seen:
+                        seen.add(node.key)
+                        queue.append(node)
+                    continue
+                try:
+                    if node.is_virtual and any(
+                        resolve_file(master, file_name) == data_file
+                        for file_name, _ in node.virtual_sources()
+                    ):
+                        return True
+                except H5_ERRORS:
+                    continue
+    return False

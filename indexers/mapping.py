@@ -13,9 +13,8 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
-
-import h5py
 
 from indexers.base import JSONDict
 from indexers.normalise import (
@@ -26,7 +25,7 @@ from indexers.normalise import (
     to_json_value,
     to_text,
 )
-from indexers.reader import H5_ERRORS, BudgetExceeded, Reader, TooLarge
+from indexers.reader import H5_ERRORS, BudgetExceeded, Node, Reader, TooLarge
 from indexers.settings import FieldMapping, IndexerSettings
 from indexers.units import convert
 
@@ -107,6 +106,7 @@ class PathPattern:
     absolute: bool
 
 
+@lru_cache(maxsize=1024)
 def parse_path(text: str) -> PathPattern:
     """``/a/NXb/c*@attr`` -> segments ``a``, ``NXb``, ``c*`` and attribute ``attr``."""
     absolute = text.startswith("/")
@@ -120,6 +120,7 @@ def parse_path(text: str) -> PathPattern:
     return PathPattern(segments, attribute or None, absolute)
 
 
+@lru_cache(maxsize=1024)
 def segment_kind(segment: str) -> str:
     if _WILDCARD.search(segment):
         return "wildcard"
@@ -136,14 +137,14 @@ def matches_entry(segment: str, entry_name: str) -> bool:
     return segment == "NXentry" or segment == entry_name
 
 
-def resolve(reader: Reader, start: Any, segments: Iterable[str]) -> list[Any]:
+def resolve(reader: Reader, start: Node, segments: Iterable[str]) -> list[Node]:
     """Objects under ``start`` that the segments select (at most MAX_MATCHES each step)."""
-    nodes: list[Any] = [start]
+    nodes: list[Node] = [start]
     for segment in segments:
         kind = segment_kind(segment)
-        found: list[Any] = []
+        found: list[Node] = []
         for group in nodes:
-            if not isinstance(group, h5py.Group):
+            if not group.is_group:
                 continue
             found.extend(_step(reader, group, segment, kind))
             if len(found) >= MAX_MATCHES:
@@ -154,34 +155,44 @@ def resolve(reader: Reader, start: Any, segments: Iterable[str]) -> list[Any]:
     return nodes
 
 
-def _step(reader: Reader, group: h5py.Group, segment: str, kind: str) -> list[Any]:
-    members = reader.members(group)
+def _step(reader: Reader, group: Node, segment: str, kind: str) -> list[Node]:
+    members = reader.listing(group)
     if kind == "name":
-        member = members.get(segment)
-        obj = None if member is None else member.obj
+        link = members.get(segment)
+        obj = None if link is None else reader.target(group, link)
         return [] if obj is None else [obj]
+    memo = reader.steps
+    memo_key = (group.key, segment)
+    cached = memo.get(memo_key)
+    if cached is not None:
+        return cached
     result = []
-    for name, member in members.items():
+    for name, link in members.items():
         if kind == "wildcard" and not fnmatch.fnmatchcase(name, segment):
             continue
-        obj = member.obj
+        obj = reader.target(group, link)
         if obj is None:
             continue
         if kind == "class" and name != segment and reader.nx_class(obj) != segment:
             continue
         result.append(obj)
+    memo[memo_key] = result
     return result
 
 
-def groups_of_class(reader: Reader, group: Any, nx_class: str) -> list[Any]:
+def groups_of_class(reader: Reader, group: Node | None, nx_class: str) -> list[Node]:
     """Direct members of ``group`` with this ``NX_class`` (soft/external links followed)."""
-    if not isinstance(group, h5py.Group):
+    if group is None or not group.is_group:
         return []
     return [
         obj
         for obj in _step(reader, group, nx_class, "class")
-        if isinstance(obj, h5py.Group) and reader.nx_class(obj) == nx_class
+        if obj.is_group and reader.nx_class(obj) == nx_class
     ]
+
+
+#: Mapping types whose value keeps the dataset's ``@units`` beside it.
+_UNITS_KEPT = frozenset({"float", "int", "value"})
 
 
 class FieldError(Exception):
@@ -189,7 +200,7 @@ class FieldError(Exception):
 
 
 def read_field(
-    reader: Reader, obj: Any, attribute: str | None, mapping: FieldMapping
+    reader: Reader, obj: Node, attribute: str | None, mapping: FieldMapping
 ) -> tuple[Any, str | None]:
     """(value, units) of one matched object for a mapping, converted; FieldError else."""
     units: str | None = None
@@ -197,8 +208,10 @@ def read_field(
         raw = reader.attr(obj, attribute)
         if raw is None:
             return None, None  # absent, like a missing dataset: not an error
-    elif isinstance(obj, h5py.Dataset):
-        units = to_text(reader.attr(obj, "units"))
+    elif obj.is_dataset:
+        if mapping.type in _UNITS_KEPT:
+            # Only numbers keep their units: text, times and booleans never read them.
+            units = to_text(reader.attr(obj, "units"))
         if mapping.type == "shape":
             return list(obj.shape or ()), None
         try:
@@ -251,7 +264,7 @@ def apply_mappings(
     reader: Reader,
     mappings: Iterable[FieldMapping],
     *,
-    root: Any,
+    root: Node,
     entry_name: str | None,
     into: JSONDict,
     errors: dict[str, str],
@@ -294,7 +307,9 @@ def apply_mappings(
         set_dotted(into, mapping.field, value, units)
 
 
-def _original_text(reader: Reader, root: Any, mapping: FieldMapping, entry_name: str | None) -> Any:
+def _original_text(
+    reader: Reader, root: Node, mapping: FieldMapping, entry_name: str | None
+) -> Any:
     for text in mapping.paths:
         pattern = parse_path(text)
         segments = pattern.segments

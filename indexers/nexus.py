@@ -11,16 +11,25 @@ plain HDF5.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import h5py
 
 from catalogd.document import KIND_HDF5, KIND_NEXUS
 from indexers.base import Deadline, IndexerOutput, JSONDict, Probe
 from indexers.hdf5 import Hdf5Indexer, describe
 from indexers.mapping import apply_mappings, entry_mappings, file_mappings, groups_of_class
 from indexers.normalise import duration_s, name_text, to_json_value, to_text
-from indexers.reader import H5_ERRORS, BudgetExceeded, Reader, TooLarge, dtype_name, resolve_file
+from indexers.reader import (
+    EXTERNAL,
+    H5_ERRORS,
+    HARD,
+    SOFT,
+    BudgetExceeded,
+    Link,
+    Node,
+    Reader,
+    TooLarge,
+    dtype_name,
+    resolve_file,
+)
 from indexers.settings import IndexerSettings
 
 #: Keys every entry has (null when the file does not say), in this order.
@@ -54,7 +63,7 @@ class NexusIndexer(Hdf5Indexer):
     priority = 20
 
     def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        with Reader(probe, settings, deadline) as reader:
+        with Reader(probe.path, settings, deadline) as reader:
             entries = read_entries(reader)
             reader.visited = 0  # the summary has its own object budget
             metadata = describe(reader, probe)
@@ -63,7 +72,7 @@ class NexusIndexer(Hdf5Indexer):
             mappings = file_mappings(settings)
             if mappings:
                 apply_mappings(
-                    reader, mappings, root=reader.file, entry_name=None, into=fields, errors=errors
+                    reader, mappings, root=reader.root, entry_name=None, into=fields, errors=errors
                 )
                 metadata["fields"] = fields
                 if errors:
@@ -75,22 +84,23 @@ class NexusIndexer(Hdf5Indexer):
         )
 
 
-def find_entries(reader: Reader) -> list[tuple[str, Any, Any]]:
+def find_entries(reader: Reader) -> list[tuple[str, Node, Link]]:
     """(name, group, link) of each NXentry at the root, each object once."""
-    found: list[tuple[str, Any, Any]] = []
+    found: list[tuple[str, Node, Link]] = []
     seen: set[int] = set()
-    members = list(reader.children(reader.file))
+    root = reader.root
+    members = [link for link in reader.listing(root).values() if link.kind is not None]
     # Entries under their own name first; links to them (aliases) only when new.
-    members.sort(key=lambda m: 0 if isinstance(m[1], h5py.HardLink) else 1)
-    for raw_name, link in members:
-        obj = reader.open_member(reader.file, raw_name, link)
-        if not isinstance(obj, h5py.Group) or reader.nx_class(obj) != "NXentry":
+    members.sort(key=lambda m: 0 if m.kind == HARD else 1)
+    for link in members:
+        obj = reader.target(root, link)
+        if obj is None or not obj.is_group or reader.nx_class(obj) != "NXentry":
             continue
-        key = hash(obj.id)
+        key = obj.key
         if key in seen:
             continue
         seen.add(key)
-        found.append((name_text(raw_name), obj, link))
+        found.append((link.name, obj, link))
     return found
 
 
@@ -112,14 +122,15 @@ def read_entries(reader: Reader) -> list[JSONDict]:
     return entries
 
 
-def read_entry(reader: Reader, name: str, group: h5py.Group, link: Any = None) -> JSONDict:
+def read_entry(reader: Reader, name: str, group: Node, link: Link | None = None) -> JSONDict:
     """The catalogue record of one NXentry."""
     entry: JSONDict = {"name": name, "path": reader.where(group), **dict.fromkeys(ENTRY_KEYS)}
     entry["sample"] = {}
     entry["instrument"] = {}
-    if isinstance(link, h5py.ExternalLink):
+    if link is not None and link.kind == EXTERNAL:
+        assert link.filename is not None
         entry["linked_from"] = resolve_file(reader.path, link.filename)
-    elif isinstance(link, h5py.SoftLink):
+    elif link is not None and link.kind == SOFT:
         entry["linked_from"] = link.path
     errors: dict[str, str] = {}
     apply_mappings(
@@ -164,10 +175,10 @@ def read_entry(reader: Reader, name: str, group: h5py.Group, link: Any = None) -
     return entry
 
 
-def _text_member(reader: Reader, group: h5py.Group, name: str) -> str | None:
+def _text_member(reader: Reader, group: Node, name: str) -> str | None:
     try:
-        obj = group.get(name)
-        if not isinstance(obj, h5py.Dataset):
+        obj = reader.member(group, name)
+        if obj is None or obj.is_group:
             return None
         return to_text(reader.read(obj))
     except TooLarge:
@@ -177,7 +188,7 @@ def _text_member(reader: Reader, group: h5py.Group, name: str) -> str | None:
         return None
 
 
-def _subentry(reader: Reader, group: h5py.Group) -> JSONDict:
+def _subentry(reader: Reader, group: Node) -> JSONDict:
     return {
         "name": name_text(reader.where(group).rsplit("/", 1)[-1]),
         "definition": _text_member(reader, group, "definition"),
@@ -185,7 +196,7 @@ def _subentry(reader: Reader, group: h5py.Group) -> JSONDict:
     }
 
 
-def _user(reader: Reader, group: h5py.Group) -> JSONDict:
+def _user(reader: Reader, group: Node) -> JSONDict:
     user: JSONDict = {}
     for field in USER_FIELDS:
         value = _text_member(reader, group, field)
@@ -199,15 +210,16 @@ def _user(reader: Reader, group: h5py.Group) -> JSONDict:
     return user
 
 
-def _sample_fields(reader: Reader, group: h5py.Group, sample: JSONDict) -> None:
+def _sample_fields(reader: Reader, group: Node, sample: JSONDict) -> None:
     """Every other small scalar dataset of the sample, with its units beside it."""
     added = 0
-    for raw_name, link in reader.children(group):
-        name = name_text(raw_name)
-        if name in sample or added >= MAX_SAMPLE_FIELDS or isinstance(link, h5py.ExternalLink):
+    for name, link in reader.listing(group).items():
+        if link.kind is None:
             continue
-        obj = reader.open_member(group, raw_name, link)
-        if not isinstance(obj, h5py.Dataset):
+        if name in sample or added >= MAX_SAMPLE_FIELDS or link.kind == EXTERNAL:
+            continue
+        obj = reader.target(group, link)
+        if obj is None or obj.is_group:
             continue
         try:
             if obj.shape is None or (obj.size or 0) != 1:
@@ -226,54 +238,50 @@ def _sample_fields(reader: Reader, group: h5py.Group, sample: JSONDict) -> None:
         added += 1
 
 
-def _shape_of(obj: Any) -> tuple[list[int] | None, str | None]:
-    if not isinstance(obj, h5py.Dataset):
+def _shape_of(obj: Node | None) -> tuple[list[int] | None, str | None]:
+    if obj is None or obj.is_group:
         return None, None
     try:
-        shape = obj.shape
-        return (list(shape) if shape is not None else None), dtype_name(obj.dtype)
+        shape, _, dtype = obj.info()
+        return (list(shape) if shape is not None else None), dtype_name(dtype)
     except H5_ERRORS:
         return None, None
 
 
-def _detector(reader: Reader, group: h5py.Group) -> JSONDict:
+def _detector(reader: Reader, group: Node) -> JSONDict:
     detector: JSONDict = {"name": name_text(reader.where(group).rsplit("/", 1)[-1])}
     detector["path"] = reader.where(group)
     for field in ("description", "type", "local_name"):
         value = _text_member(reader, group, field)
         if value is not None:
             detector[field] = value
-    try:
-        link = group.get("data", getlink=True)
-    except H5_ERRORS:
-        link = None
-    if link is not None:
-        shape, dtype = _shape_of(reader.open_member(group, "data", link))
-        if shape is not None:
-            detector["data_shape"] = shape
-            detector["data_dtype"] = dtype
+    shape, dtype = _shape_of(reader.member(group, "data"))
+    if shape is not None:
+        detector["data_shape"] = shape
+        detector["data_dtype"] = dtype
     return detector
 
 
-def _nxdata(reader: Reader, group: h5py.Group) -> JSONDict:
+def _nxdata(reader: Reader, group: Node) -> JSONDict:
     """An NXdata group: its signal's shape; NXmx-style ``data_000001``... summed on frames."""
     record: JSONDict = {
         "path": reader.where(group),
         "signal": to_text(reader.attr(group, "signal")),
     }
     signal = record["signal"]
-    members: list[tuple[str | bytes, Any]] = []
-    for raw_name, link in reader.children(group):
-        name = name_text(raw_name)
+    members: list[Link] = []
+    for name, link in reader.listing(group).items():
+        if link.kind is None:
+            continue
         if (signal is not None and name == signal) or (signal is None and _DATA_MEMBER.match(name)):
-            members.append((raw_name, link))
+            members.append(link)
         elif signal is None and name == "data" and not members:
-            members.append((raw_name, link))
+            members.append(link)
     shapes: list[list[int]] = []
     dtype: str | None = None
     missing = 0
-    for raw_name, link in members[:MAX_DATA_LINKS]:
-        shape, kind = _shape_of(reader.open_member(group, raw_name, link))
+    for link in members[:MAX_DATA_LINKS]:
+        shape, kind = _shape_of(reader.target(group, link))
         if shape is None:
             missing += 1
             continue

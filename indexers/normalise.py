@@ -115,6 +115,10 @@ def _texts(value: Any) -> list[str]:
 
 def to_text(value: Any) -> str | None:
     """Plain text whatever the storage; None for nothing (or only empty strings)."""
+    if type(value) is np.ndarray and value.ndim == 0 and value.dtype.kind == "S":
+        value = value.item()  # one fixed-length string (an attribute, say): bytes
+    if isinstance(value, (bytes, np.bytes_)):  # the common case, without the lists
+        return _strip(decode_bytes(bytes(value))) or None
     parts = [t for t in _texts(value) if t]
     if not parts:
         return None

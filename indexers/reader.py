@@ -1,26 +1,34 @@
-"""Reading HDF5 safely: the only module that talks to h5py directly.
+"""Reading HDF5 safely, and each object once: the only module that talks to h5py.
 
 Files are opened read-only with HDF5 file locking off, so an acquisition writing the
 file is never blocked, and in SWMR-read mode when a SWMR writer has it open. Arrays
-larger than ``max_array_bytes`` are never read; every object visited counts against
+larger than ``max_array_bytes`` are never read; every link listed counts against
 ``max_objects`` and the deadline. h5py's exceptions (OSError, KeyError, RuntimeError,
 ValueError, TypeError) are translated here into :class:`ExtractionError` or into
 warnings on the object that failed.
+
+Everything goes through h5py's low-level API (``h5f``, ``h5g``, ``h5l``, ``h5o``,
+``h5a``, ``h5d``): no high-level ``File``/``Group``/``Dataset`` objects, whose
+construction costs more than the HDF5 calls themselves. A :class:`Reader` is an
+in-memory index of the file that fills as it is asked: each group's links are listed
+once (:meth:`Reader.listing`), each link's object opened once (:meth:`Reader.target`),
+each dataset's shape and type and each group's ``NX_class`` read once. The NeXus
+extraction, the site mappings and the structure summary all read through the same
+reader, so the second and third of them find the file already indexed.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import h5py
 import numpy as np
 
 from catalogd.errors import ExtractionError
-from indexers.base import Deadline, FileChanged, Probe
-from indexers.normalise import name_text, to_json_value, to_text
+from indexers.base import Deadline, FileChanged
+from indexers.normalise import name_text, to_text
 from indexers.settings import IndexerSettings
 
 #: Exceptions h5py raises for unreadable objects, links and attributes.
@@ -28,7 +36,22 @@ H5_ERRORS: tuple[type[Exception], ...] = (OSError, KeyError, RuntimeError, Value
 #: At most this many warnings are kept per file.
 MAX_WARNINGS = 50
 
+#: Link kinds (:attr:`Link.kind`).
+HARD = "hard"
+SOFT = "soft"
+EXTERNAL = "external"
+
 _OPEN_FOR_WRITE = ("already open for write", "not already open for swmr")
+_TYPE_HARD: int = h5py.h5l.TYPE_HARD
+_TYPE_SOFT: int = h5py.h5l.TYPE_SOFT
+_TYPE_EXTERNAL: int = h5py.h5l.TYPE_EXTERNAL
+_NULL_SPACE: int = h5py.h5s.NULL
+_VIRTUAL_LAYOUT: int = h5py.h5d.VIRTUAL
+_INDEX_NAME: int = h5py.h5.INDEX_NAME
+_INDEX_CRT_ORDER: int = h5py.h5.INDEX_CRT_ORDER
+_ITER_NATIVE: int = h5py.h5.ITER_NATIVE
+_ALL: Any = h5py.h5s.ALL
+_UNSET: Any = object()
 
 
 class TooLarge(ValueError):
@@ -39,21 +62,39 @@ class BudgetExceeded(ExtractionError):
     """More objects than ``max_objects``: the walk stops, the result is marked truncated."""
 
 
-def open_hdf5(path: str) -> h5py.File:
-    """Open ``path`` read-only without locking, falling back to SWMR-read mode."""
+_fapl_cache: list[Any] = []
+
+
+def _fapl() -> Any:
+    """File access properties as ``h5py.File(path, "r", locking=False)`` makes them."""
+    if not _fapl_cache:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+        fapl.set_file_locking(False, ignore_when_disabled=False)
+        _fapl_cache.append(fapl)
+    return _fapl_cache[0]
+
+
+def open_file(path: str) -> tuple[Any, bool]:
+    """Open ``path`` read-only without locking, falling back to SWMR-read mode.
+
+    Returns h5py's low-level ``FileID`` and whether SWMR-read mode was needed.
+    """
+    raw = os.fsencode(path)
     try:
-        return h5py.File(path, "r", locking=False)
+        return h5py.h5f.open(raw, h5py.h5f.ACC_RDONLY, fapl=_fapl()), False
     except FileNotFoundError:
         raise ExtractionError("the file vanished before it could be read") from None
     except PermissionError:
         raise ExtractionError("permission denied") from None
-    except OSError as exc:
+    except H5_ERRORS as exc:
         message = str(exc)
         if not any(marker in message.lower() for marker in _OPEN_FOR_WRITE):
             raise ExtractionError(f"not a readable HDF5 file: {_h5_reason(message)}") from None
     try:
-        return h5py.File(path, "r", locking=False, swmr=True)
-    except OSError as exc:
+        flags = h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ
+        return h5py.h5f.open(raw, flags, fapl=_fapl()), True
+    except H5_ERRORS as exc:
         raise FileChanged(
             f"the file is open for writing by another program and not in SWMR mode "
             f"({_h5_reason(str(exc))})"
@@ -76,8 +117,18 @@ def nbytes(shape: tuple[int, ...] | None, itemsize: int) -> int:
     return math.prod(shape) * itemsize
 
 
+_NUMBER_NAMES: dict[np.dtype[Any], str] = {}
+
+
 def dtype_name(dtype: np.dtype[Any]) -> str:
     """A short, readable name for a dataset's type."""
+    if dtype.metadata is None and dtype.kind in "biufc":
+        # Plain numbers, the common case: no h5py checks, and numpy's name (slow to
+        # work out) once per type.
+        name = _NUMBER_NAMES.get(dtype)
+        if name is None:
+            name = _NUMBER_NAMES[dtype] = dtype.name
+        return name
     if h5py.check_string_dtype(dtype) is not None:
         return "string"
     if dtype.kind == "V":
@@ -94,21 +145,149 @@ def resolve_file(base: str, filename: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(base)), filename))
 
 
-class Reader:
-    """One open file and the bounds on reading it. Use as a context manager."""
+class Node:
+    """One object of a file (a group or a dataset) as reached through one link.
 
-    def __init__(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> None:
-        self.path = probe.path
+    What is read about it (``NX_class``, shape, type, layout, name) is read once and
+    kept here. Nodes never refer back to their reader or their parents, so dropping
+    the reader releases every HDF5 identifier at once.
+    """
+
+    __slots__ = (
+        "oid",
+        "is_group",
+        "_key",
+        "_where",
+        "_nx_class",
+        "_info",
+        "_virtual",
+    )
+
+    def __init__(self, oid: Any, is_group: bool) -> None:
+        self.oid = oid
+        self.is_group = is_group
+        self._key: Any = None
+        self._where: str | None = None
+        self._nx_class: Any = _UNSET
+        self._info: Any = None
+        self._virtual: bool | None = None
+
+    @property
+    def is_dataset(self) -> bool:
+        return not self.is_group
+
+    @property
+    def key(self) -> Any:
+        """The object's identity in its file (the same object reached by two links)."""
+        if self._key is None:
+            self._key = hash(self.oid)
+        return self._key
+
+    # -- datasets: each raises h5py's errors when the file cannot say -------------------
+    def info(self) -> tuple[tuple[int, ...] | None, tuple[int | None, ...] | None, Any]:
+        """(shape, maxshape, dtype) of a dataset, read once: shape None for a null
+        dataspace, maxshape None where unlimited."""
+        info = self._info
+        if info is None:
+            oid = self.oid
+            space = oid.get_space()
+            dims = space.get_simple_extent_dims()  # None for a null dataspace
+            if dims:
+                maxdims = space.get_simple_extent_dims(True)
+                unlimited = h5py.h5s.UNLIMITED
+                maxshape = tuple(None if m == unlimited else m for m in maxdims)
+                info = (tuple(dims), maxshape, numpy_type(oid.get_type()))
+            else:  # null, or scalar: no extent beyond its shape
+                info = (dims, dims, numpy_type(oid.get_type()))
+            self._info = info
+        return info  # type: ignore[no-any-return]
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The dataset's shape; None for a null dataspace."""
+        return self.info()[0]
+
+    @property
+    def maxshape(self) -> tuple[int | None, ...] | None:
+        """The dataset's maximum shape, None where unlimited."""
+        return self.info()[1]
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.info()[2]  # type: ignore[no-any-return]
+
+    @property
+    def size(self) -> int | None:
+        shape = self.shape
+        return None if shape is None else math.prod(shape)
+
+    @property
+    def is_virtual(self) -> bool:
+        if self._virtual is None:
+            if self.oid.get_offset() is not None:
+                self._virtual = False  # contiguous storage: no need to ask the layout
+            else:
+                self._virtual = self.oid.get_create_plist().get_layout() == _VIRTUAL_LAYOUT
+        return self._virtual
+
+    def virtual_sources(self) -> list[tuple[str, str]]:
+        """(file name, dataset path) of each mapping of a virtual dataset."""
+        dcpl = self.oid.get_create_plist()
+        return [
+            (
+                name_text(dcpl.get_virtual_filename(index)),
+                name_text(dcpl.get_virtual_dsetname(index)),
+            )
+            for index in range(dcpl.get_virtual_count())
+        ]
+
+
+class Link:
+    """One member of a group: its name, kind and target, each looked up at most once."""
+
+    __slots__ = ("raw", "name", "kind", "path", "filename", "target_raw", "node")
+
+    def __init__(self, raw: bytes, name: str, kind: str | None) -> None:
+        self.raw = raw
+        self.name = name
+        #: HARD, SOFT or EXTERNAL; None when the link itself is unreadable.
+        self.kind = kind
+        #: A soft link's target path; an external link's path inside its file.
+        self.path: str | None = None
+        #: An external link's file name, as written in the link.
+        self.filename: str | None = None
+        self.target_raw: bytes | None = None
+        #: The object, once opened (None: unreachable).
+        self.node: Any = _UNSET
+
+
+class Reader:
+    """One open file, its in-memory index and the bounds on reading it.
+
+    Use as a context manager. ``root`` is the root group's node.
+    """
+
+    def __init__(self, path: str, settings: IndexerSettings, deadline: Deadline) -> None:
+        self.path = path
         self.settings = settings
         self.deadline = deadline
         self.warnings: list[str] = []
         self.visited = 0
+        self._max_objects = settings.max_objects
         self.truncated = False
-        self._nx_cache: dict[int, tuple[Any, str | None]] = {}
-        self._external: dict[str, h5py.File | None] = {}
-        self._members: dict[int, dict[str, Member]] = {}
-        self.file = open_hdf5(probe.path)
-        self.swmr = bool(self.file.swmr_mode)
+        self._listings: dict[Any, dict[str, Link]] = {}
+        #: Groups whose listing stopped at the object budget.
+        self._cut: set[Any] = set()
+        #: Groups listed without counting them against the budget (yet).
+        self._unpaid: set[Any] = set()
+        #: Members beyond a cut listing, opened by name (``member``).
+        self._direct: dict[tuple[Any, bytes], Node | None] = {}
+        #: Memo of the mapping's class and wildcard steps: (group key, segment) -> nodes.
+        self.steps: dict[tuple[Any, str], list[Node]] = {}
+        self._external: dict[str, Any] = {}
+        self.fid, self.swmr = open_file(path)
+        self.root = Node(self.fid, True)
+        self.root._where = "/"
 
     def __enter__(self) -> Reader:
         return self
@@ -117,11 +296,16 @@ class Reader:
         self.close()
 
     def close(self) -> None:
+        """Release every identifier, then the files (linked files first)."""
+        self._listings.clear()
+        self._direct.clear()
+        self.steps.clear()
+        self.root = Node(None, True)
         for handle in self._external.values():
             if handle is not None:
                 _quiet_close(handle)
         self._external.clear()
-        _quiet_close(self.file)
+        _quiet_close(self.fid)
 
     # -- bookkeeping --------------------------------------------------------------------
     def warn(self, message: str) -> None:
@@ -130,65 +314,139 @@ class Reader:
 
     def tick(self) -> None:
         """Count one object against the bounds; raise when one runs out."""
-        self.visited += 1
-        if self.visited > self.settings.max_objects:
+        visited = self.visited = self.visited + 1
+        if visited > self._max_objects:
             self.truncated = True
-            raise BudgetExceeded(f"more than {self.settings.max_objects} objects")
-        if self.visited % 64 == 0:
+            raise BudgetExceeded(f"more than {self._max_objects} objects")
+        if not visited & 63:
             self.deadline.check()
 
-    # -- objects -----------------------------------------------------------------------
-    def children(self, group: h5py.Group) -> Iterator[tuple[str | bytes, Any]]:
-        """(raw name, link) for each member, without opening it; links as h5py gives them."""
-        for member in self.members(group).values():
-            if member.link is not None:
-                yield member.raw, member.link
+    # -- the index ------------------------------------------------------------------------
+    def listing(self, group: Node, *, count: bool = True) -> dict[str, Link]:
+        """The group's members by name (as text), listed once per group and cached.
 
-    def members(self, group: h5py.Group) -> dict[str, Member]:
-        """The group's members by name (as text), listed once per group and cached."""
-        key = hash(group.id)
-        cached = self._members.get(key)
+        Members come in h5py's order: creation order where the group tracks it, else
+        by name. Each counts against ``max_objects`` -- with ``count=False`` not yet:
+        a group only looked into by name (:meth:`member`) is counted when something
+        lists it for its own sake.
+        """
+        key = group.key
+        cached = self._listings.get(key)
         if cached is not None:
+            if count and key in self._unpaid:
+                self._unpaid.discard(key)
+                self._pay(group, cached)
             return cached
-        result: dict[str, Member] = {}
+        room = self.settings.max_objects + 1
+        if count:
+            room = max(self.settings.max_objects - self.visited, 0) + 1
         try:
-            names = list(group.keys())
+            found = _list_links(group.oid, room)
         except H5_ERRORS as exc:
             self.warn(f"{self.where(group)}: members unreadable: {_h5_reason(str(exc))}")
-            names = []
-        try:
-            for raw in names:
-                self.tick()
-                result[name_text(raw)] = Member(self, group, raw)
-        except BudgetExceeded as exc:
-            self.warn(f"{self.where(group)}: listing stopped after {len(result)} members: {exc}")
-        self._members[key] = result
+            found = []
+        result: dict[str, Link] = {}
+        if count:
+            try:
+                for raw, link_type in found:
+                    self.tick()
+                    name = name_text(raw)
+                    if link_type == _TYPE_HARD:
+                        result[name] = Link(raw, name, HARD)
+                    else:
+                        result[name] = self._link(group, raw, name, link_type)
+            except BudgetExceeded as exc:
+                self._stopped(group, len(result), exc)
+        else:
+            self.deadline.check()
+            for raw, link_type in found:
+                name = name_text(raw)
+                if link_type == _TYPE_HARD:
+                    result[name] = Link(raw, name, HARD)
+                else:
+                    result[name] = self._link(group, raw, name, link_type)
+            self._unpaid.add(key)
+        self._listings[key] = result
         return result
 
-    def member(self, group: h5py.Group, name: str) -> Any:
-        """The object ``name`` in ``group`` (links followed), or None."""
-        found = self.members(group).get(name)
-        return None if found is None else found.obj
+    def _pay(self, group: Node, listing: dict[str, Link]) -> None:
+        """Count a listing made with ``count=False``; cut it where the budget ends."""
+        names = list(listing)
+        paid = 0
+        try:
+            while paid < len(names):
+                self.tick()
+                paid += 1
+        except BudgetExceeded as exc:
+            for name in names[paid:]:
+                del listing[name]
+            self._stopped(group, paid, exc)
 
-    def open_member(self, group: h5py.Group, name: str | bytes, link: Any) -> Any:
+    def _stopped(self, group: Node, listed: int, exc: BudgetExceeded) -> None:
+        self.warn(f"{self.where(group)}: listing stopped after {listed} members: {exc}")
+        self._cut.add(group.key)
+
+    def _link(self, group: Node, raw: bytes, name: str, link_type: int) -> Link:
+        if link_type != _TYPE_SOFT and link_type != _TYPE_EXTERNAL:
+            return Link(raw, name, HARD)
+        try:
+            value = group.oid.links.get_val(raw)
+        except H5_ERRORS as exc:
+            self.warn(f"{self.where(group)}/{name}: {_h5_reason(str(exc))}")
+            return Link(raw, name, None)
+        if link_type == _TYPE_SOFT:
+            link = Link(raw, name, SOFT)
+            link.path = name_text(value)
+            return link
+        filename, path = value
+        link = Link(raw, name, EXTERNAL)
+        link.filename = os.fsdecode(filename)
+        link.path = name_text(path)
+        link.target_raw = path
+        return link
+
+    def target(self, group: Node, link: Link) -> Node | None:
         """The object a member names, following soft links and (when allowed) external
         ones, or None when it cannot be reached (dangling, missing file, unreadable)."""
-        if isinstance(link, h5py.ExternalLink):
-            return self.external_object(link.filename, link.path)
-        try:
-            raw = name if isinstance(name, bytes) else name.encode("utf-8")
-            return _wrap(h5py.h5o.open(group.id, raw, lapl=_LAPL))
-        except H5_ERRORS:
-            return None
+        node = link.node
+        if node is _UNSET:
+            if link.kind is None:
+                node = None
+            elif link.kind == EXTERNAL:
+                assert link.filename is not None and link.target_raw is not None
+                node = self.external_object(link.filename, link.target_raw)
+            else:
+                node = _open(group.oid, link.raw)
+            link.node = node
+        return node  # type: ignore[no-any-return]
 
-    def external_object(self, filename: str, path: str) -> Any:
+    def member(self, group: Node, name: str) -> Node | None:
+        """The object ``name`` in ``group`` (links followed), or None.
+
+        From the group's listing; where that stopped at the object budget, a member
+        beyond it is opened by name.
+        """
+        listing = self.listing(group, count=False)
+        link = listing.get(name)
+        if link is not None:
+            return self.target(group, link)
+        key = group.key
+        if key not in self._cut:
+            return None
+        raw = name.encode("utf-8", "surrogateescape")
+        direct = self._direct.get((key, raw), _UNSET)
+        if direct is _UNSET:
+            direct = self._direct[(key, raw)] = _open(group.oid, raw)
+        return direct  # type: ignore[no-any-return]
+
+    def external_object(self, filename: str, path: bytes) -> Node | None:
         if not self.settings.follow_external_links:
             return None
         target = resolve_file(self.path, filename)
         if target not in self._external:
-            handle: h5py.File | None
+            handle: Any
             try:
-                handle = open_hdf5(target) if os.path.isfile(target) else None
+                handle = open_file(target)[0] if os.path.isfile(target) else None
             except ExtractionError as exc:
                 self.warn(f"linked file {target}: {exc}")
                 handle = None
@@ -196,34 +454,33 @@ class Reader:
         handle = self._external[target]
         if handle is None:
             return None
-        try:
-            return handle[path]
-        except H5_ERRORS:
-            return None
+        return _open(handle, path)
 
-    def attr(self, obj: Any, name: str) -> Any:
+    # -- what objects hold ----------------------------------------------------------------
+    def attr(self, node: Node, name: str) -> Any:
         """One attribute's raw value, or None when absent or unreadable."""
         try:
-            return _read_attr(obj, name)
+            return _read_attr(node.oid, name, self.settings.max_array_bytes)
         except H5_ERRORS as exc:
-            self.warn(f"{self.where(obj)}@{name}: {_h5_reason(str(exc))}")
+            self.warn(f"{self.where(node)}@{name}: {_h5_reason(str(exc))}")
             return None
 
-    def nx_class(self, obj: Any) -> str | None:
-        """The object's ``NX_class`` (any string storage), cached per object."""
-        if not isinstance(obj, h5py.Group):
-            return None
-        cached = self._nx_cache.get(id(obj))
-        if cached is None:
-            # The object is kept with its class, so its id() cannot be reused meanwhile.
-            cached = (obj, to_text(self.attr(obj, "NX_class")))
-            self._nx_cache[id(obj)] = cached
-        return cached[1]
+    def nx_class(self, node: Node) -> str | None:
+        """The group's ``NX_class`` (any string storage), read once; None for datasets."""
+        cached = node._nx_class
+        if cached is _UNSET:
+            cached = node._nx_class = (
+                to_text(self.attr(node, "NX_class")) if node.is_group else None
+            )
+        return cached  # type: ignore[no-any-return]
 
-    def attributes(self, obj: Any) -> tuple[dict[str, Any], int]:
+    def attributes(self, node: Node) -> tuple[dict[str, Any], int]:
         """Up to ``max_attributes`` attributes as JSON values, and how many there are."""
+        from indexers.normalise import to_json_value
+
+        oid = node.oid
         try:
-            count = int(h5py.h5o.get_info(obj.id).num_attrs)
+            count = int(h5py.h5o.get_info(oid).num_attrs)
         except H5_ERRORS:
             return {}, 0
         result: dict[str, Any] = {}
@@ -239,34 +496,42 @@ class Reader:
         try:
             # Native order: walking a dense attribute index in name order builds a table of
             # every attribute first (seconds for 100,000 of them).
-            h5py.h5a.iterate(
-                obj.id, collect, index_type=h5py.h5.INDEX_NAME, order=h5py.h5.ITER_NATIVE
-            )
+            h5py.h5a.iterate(oid, collect, index_type=_INDEX_NAME, order=_ITER_NATIVE)
         except H5_ERRORS as exc:
-            self.warn(f"{self.where(obj)}: attributes unreadable: {_h5_reason(str(exc))}")
+            self.warn(f"{self.where(node)}: attributes unreadable: {_h5_reason(str(exc))}")
             return result, count
+        manager: Any = None
         for name in names:
             self.deadline.check()
             try:
-                info = h5py.h5a.open(obj.id, name)
-                if nbytes(info.shape, info.dtype.itemsize) > self.settings.max_array_bytes:
+                aid = h5py.h5a.open(oid, name)
+                shape = aid.get_space().get_simple_extent_dims()  # None: a null dataspace
+                dtype = numpy_type(aid.get_type())
+                if nbytes(shape, dtype.itemsize) > self.settings.max_array_bytes:
                     result[name_text(name)] = None
                     continue
-                value = to_json_value(obj.attrs[name])
+                if shape is not None and dtype.kind in "biufSO" and dtype.names is None:
+                    # The low-level read, as ``attrs[name]`` would give it.
+                    out = np.empty(shape, dtype=dtype)
+                    aid.read(out, mtype=memory_type(dtype))
+                    value = to_json_value(out)
+                else:
+                    if manager is None:
+                        manager = _high_level(oid).attrs
+                    value = to_json_value(manager[name])
             except H5_ERRORS as exc:
-                self.warn(f"{self.where(obj)}@{name_text(name)}: {_h5_reason(str(exc))}")
+                self.warn(f"{self.where(node)}@{name_text(name)}: {_h5_reason(str(exc))}")
                 continue
             result[name_text(name)] = value
         return result, count
 
-    def read(self, dataset: h5py.Dataset) -> Any:
+    def read(self, node: Node) -> Any:
         """A small dataset's value; TooLarge beyond ``max_array_bytes``; H5 errors pass."""
-        dsid = dataset.id
-        space = dsid.get_space()
-        if space.get_simple_extent_type() == h5py.h5s.NULL:
+        if node.is_group:
+            raise TypeError("is a group, not a value")
+        shape, _, dtype = node.info()
+        if shape is None:
             return None
-        shape = space.shape
-        dtype = dsid.dtype
         size = nbytes(shape, dtype.itemsize)
         if size > self.settings.max_array_bytes:
             raise TooLarge(
@@ -276,101 +541,152 @@ class Reader:
         if dtype.kind in "biufSO" and dtype.names is None:
             # The low-level read: h5py's slicing machinery costs more than the read.
             out = np.empty(shape, dtype=dtype)
-            dsid.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+            node.oid.read(_ALL, _ALL, out, mtype=memory_type(dtype))
             return out if shape else out[()]
-        return dataset[()]
+        return _high_level(node.oid)[()]
 
-    def where(self, obj: Any) -> str:
-        try:
-            name = obj.name
-        except H5_ERRORS:
-            name = None
-        return name_text(name) if name else "?"
+    def where(self, node: Node) -> str:
+        """The path by which the object was opened (in its own file), "?" when unknown."""
+        if node._where is None:
+            try:
+                name = h5py.h5i.get_name(node.oid)
+            except H5_ERRORS:
+                name = None
+            node._where = name_text(name) if name else "?"
+        return node._where
 
 
-def _quiet_close(handle: h5py.File) -> None:
+def _list_links(oid: Any, room: int) -> list[tuple[bytes, int]]:
+    """(name, link type) of the first ``room`` members of a group, in h5py's order:
+    creation order where the group tracks it, else by name."""
+    found: list[tuple[bytes, int, int]] = []
+    tracked = [True]
+
+    def collect(name: bytes, info: Any) -> bool | None:
+        if tracked[0] and not info.corder_valid:
+            tracked[0] = False
+        found.append((name, info.type, info.corder))
+        return True if len(found) >= room else None  # a value stops the iteration
+
+    # One pass by name; a group that tracks creation order says so on every link.
+    oid.links.iterate(collect, info=True, idx_type=_INDEX_NAME)
+    if not (found and tracked[0]):
+        return [(name, kind) for name, kind, _ in found]
+    if len(found) < room:
+        found.sort(key=lambda item: item[2])
+        return [(name, kind) for name, kind, _ in found]
+    # Cut short: the first members in creation order are not the first by name.
+    found.clear()
+    try:
+        oid.links.iterate(collect, info=True, idx_type=_INDEX_CRT_ORDER)
+    except H5_ERRORS:  # tracked but not indexed: by name, as h5py lists it
+        found.clear()
+        oid.links.iterate(collect, info=True, idx_type=_INDEX_NAME)
+    return [(name, kind) for name, kind, _ in found]
+
+
+def _open(location: Any, raw: bytes) -> Node | None:
+    """The group or dataset ``raw`` names from ``location``; None when unreachable (or
+    a named datatype)."""
+    try:
+        oid = h5py.h5o.open(location, raw)
+    except H5_ERRORS:
+        return None
+    if isinstance(oid, h5py.h5g.GroupID):
+        return Node(oid, True)
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return Node(oid, False)
+    return None
+
+
+def _quiet_close(handle: Any) -> None:
     try:
         handle.close()
     except H5_ERRORS:
         pass
 
 
-class Member:
-    """One member of a group: its link and object looked up at most once."""
-
-    __slots__ = ("_reader", "_group", "raw", "_link", "_obj")
-
-    def __init__(self, reader: Reader, group: h5py.Group, raw: str | bytes) -> None:
-        self._reader = reader
-        self._group = group
-        self.raw = raw
-        self._link: Any = _UNSET
-        self._obj: Any = _UNSET
-
-    @property
-    def link(self) -> Any:
-        """h5py's HardLink, SoftLink or ExternalLink, or None when unreadable."""
-        if self._link is _UNSET:
-            try:
-                # Low level: faster, and h5py's high level fails on undecodable names.
-                raw = self.raw if isinstance(self.raw, bytes) else self.raw.encode("utf-8")
-                self._link = _low_level_link(self._group, raw)
-            except H5_ERRORS as exc:
-                where = f"{self._reader.where(self._group)}/{name_text(self.raw)}"
-                self._reader.warn(f"{where}: {_h5_reason(str(exc))}")
-                self._link = None
-        return self._link
-
-    @property
-    def obj(self) -> Any:
-        """The object, links followed; None when it cannot be reached."""
-        if self._obj is _UNSET:
-            link = self.link
-            self._obj = (
-                None if link is None else self._reader.open_member(self._group, self.raw, link)
-            )
-        return self._obj
+def _high_level(oid: Any) -> Any:
+    """h5py's high-level object for an identifier (the rare reads the low level lacks)."""
+    if isinstance(oid, h5py.h5f.FileID):
+        return h5py.File(oid)
+    if isinstance(oid, h5py.h5g.GroupID):
+        return h5py.Group(oid)
+    return h5py.Dataset(oid)
 
 
-_UNSET: Any = object()
-
-
-def _read_attr(obj: Any, name: str) -> Any:
-    """An attribute through the low-level API (a fraction of ``obj.attrs[name]``'s cost)."""
-    oid = obj.id
+def _read_attr(oid: Any, name: str, max_bytes: int) -> Any:
+    """An attribute through the low-level API (a fraction of ``obj.attrs[name]``'s cost);
+    TooLarge when it holds more than ``max_bytes``."""
     raw = name.encode()
     if not h5py.h5a.exists(oid, raw):
         return None
     aid = h5py.h5a.open(oid, raw)
-    space = aid.get_space()
-    if space.get_simple_extent_type() == h5py.h5s.NULL:
-        return None
-    dtype = aid.dtype
+    dtype = numpy_type(aid.get_type())
     if dtype.kind not in "biufSO" or dtype.names is not None:
-        return obj.attrs[name]
-    out = np.empty(space.shape, dtype=dtype)
-    aid.read(out)
+        if aid.get_space().get_simple_extent_type() == _NULL_SPACE:
+            return None
+        return _high_level(oid).attrs[name]
+    shape: tuple[int, ...] | None
+    if aid.get_storage_size() == dtype.itemsize:
+        # One element (the usual case): its shape, () or (1,), means nothing to the
+        # callers, so the dataspace need not be asked.
+        shape = ()
+    else:
+        shape = aid.get_space().get_simple_extent_dims()
+        if shape is None:
+            return None  # a null dataspace
+        size = nbytes(shape, dtype.itemsize)
+        if size > max_bytes:
+            raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
+    out = np.empty(shape, dtype=dtype)
+    aid.read(out, mtype=memory_type(dtype))
     return out
 
 
-#: The default link access properties (h5o.open wants them for soft links).
-_LAPL: Any = None
+_numpy_types: dict[bytes, np.dtype[Any]] = {}
+#: Distinct types kept, at most (each a few dozen bytes).
+_NUMPY_TYPES_KEPT = 4096
 
 
-def _low_level_link(group: h5py.Group, raw: bytes) -> Any:
-    """The link named by undecodable bytes, through h5py's low-level API."""
-    info = group.id.links.get_info(raw)
-    if info.type == h5py.h5l.TYPE_SOFT:
-        return h5py.SoftLink(name_text(group.id.links.get_val(raw)))
-    if info.type == h5py.h5l.TYPE_EXTERNAL:
-        filename, path = group.id.links.get_val(raw)
-        return h5py.ExternalLink(os.fsdecode(filename), name_text(path))
-    return h5py.HardLink()
+def numpy_type(tid: Any) -> np.dtype[Any]:
+    """h5py's numpy dtype for an HDF5 type (``tid.dtype``), worked out once per distinct
+    type: HDF5's own encoding of the type is the key, so equal types share it."""
+    try:
+        key = tid.encode()
+    except H5_ERRORS:
+        return tid.dtype  # type: ignore[no-any-return]
+    found = _numpy_types.get(key)
+    if found is None:
+        found = tid.dtype
+        if len(_numpy_types) < _NUMPY_TYPES_KEPT:
+            _numpy_types[key] = found
+    return found
 
 
-def _wrap(oid: Any) -> Any:
-    if isinstance(oid, h5py.h5g.GroupID):
-        return h5py.Group(oid)
-    if isinstance(oid, h5py.h5d.DatasetID):
-        return h5py.Dataset(oid)
-    return None
+_memory_types: dict[tuple[str, Any], Any] = {}
+#: Distinct memory types kept (string lengths vary: the cache must stay bounded).
+_MEMORY_TYPES_KEPT = 1024
+_PLAIN_METADATA = frozenset({"vlen", "h5py_encoding"})
+
+
+def memory_type(dtype: np.dtype[Any]) -> Any:
+    """The HDF5 memory type h5py would make for ``dtype`` (``h5t.py_create``), made
+    once per distinct type: making it costs more than the read it is for. None (h5py
+    makes it) for types whose description is not simply hashable."""
+    metadata = dtype.metadata
+    meta_key: Any = None
+    if metadata:
+        if not _PLAIN_METADATA.issuperset(metadata):
+            return None
+        vlen = metadata.get("vlen")
+        if vlen is not None and vlen is not str and vlen is not bytes:
+            return None
+        meta_key = (vlen, metadata.get("h5py_encoding"))
+    key = (dtype.str, meta_key)
+    found = _memory_types.get(key)
+    if found is None:
+        found = h5py.h5t.py_create(dtype)
+        if len(_memory_types) < _MEMORY_TYPES_KEPT:
+            _memory_types[key] = found
+    return found

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from importlib.metadata import entry_points
 from types import TracebackType
 
@@ -65,6 +66,7 @@ class Registry:
             chosen = [i for i in chosen if i.name in self.settings.enabled]
         self.indexers: tuple[Indexer, ...] = tuple(sorted(chosen, key=lambda i: -i.priority))
         self._process: ProcessExtractor | None = None
+        self._process_lock = threading.Lock()
 
     @classmethod
     def from_entry_points(
@@ -95,19 +97,29 @@ class Registry:
         path = os.fspath(path)
         if self.settings.isolation == "inline":
             return extract_inline(self.indexers, path, self.settings)
-        if self._process is None:
-            self._process = ProcessExtractor(self.indexers, self.settings)
-        return self._process.extract(path)
+        return self._pool().extract(path)
 
-    def extract_many(self, paths: Iterable[str]) -> Iterator[ExtractResult]:
-        for path in paths:
-            yield self.extract(path)
+    def extract_many(self, paths: Iterable[str]) -> Generator[ExtractResult, None, None]:
+        """One result per path, in the order of ``paths``, read by up to
+        ``settings.workers`` processes in parallel. Never raises for bad files."""
+        if self.settings.isolation == "inline":
+            for path in paths:
+                yield extract_inline(self.indexers, os.fspath(path), self.settings)
+            return
+        yield from self._pool().extract_many(os.fspath(path) for path in paths)
+
+    def _pool(self) -> ProcessExtractor:
+        with self._process_lock:
+            if self._process is None:
+                self._process = ProcessExtractor(self.indexers, self.settings)
+            return self._process
 
     def close(self) -> None:
-        """Stop the worker process, if one was started."""
-        if self._process is not None:
-            self._process.close()
-            self._process = None
+        """Stop the worker processes, if any were started."""
+        with self._process_lock:
+            process, self._process = self._process, None
+        if process is not None:
+            process.close()
 
     def __enter__(self) -> Registry:
         return self

@@ -100,6 +100,13 @@ class IndexerSettings(BaseModel):
         description="'process' reads files in a worker process that is killed at the time "
         "bound; 'inline' reads in the caller (tests, debugging: only cooperative bounds).",
     )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Worker processes reading files in parallel (default: min(4, CPUs)). "
+        "Processes, not threads: h5py serialises threads behind one lock.",
+    )
     timeout_s: float = Field(default=TIMEOUT_S, gt=0, description="Time bound per file.")
     max_memory_mb: int = Field(
         default=MAX_MEMORY_MB, ge=0, description="Address-space bound of the reader (0: none)."

@@ -1,13 +1,14 @@
 """``catalogd extract FILE...``: the metadata of each file, one JSON object per line.
 
 Exit status 0 when every file was read, 1 when any could not be, 2 for wrong usage
-(click's usage errors). Each file is read within the ``[indexers]`` bounds, in a worker
-process, through the same :class:`~indexers.registry.Registry` the scanner uses.
+(click's usage errors). Each file is read within the ``[indexers]`` bounds, by up to
+``indexers.workers`` worker processes in parallel, through the same
+:class:`~indexers.registry.Registry` the scanner uses; lines come out in the order of
+the arguments.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -24,11 +25,9 @@ def command(ctx: CliContext, files: tuple[str, ...]) -> None:
     """Print the NeXus/HDF5 metadata of each FILE as JSON Lines."""
     failed = 0
     with Registry.from_entry_points(settings=ctx.settings().indexers) as registry:
-        for path in files:
-            result = registry.extract(path)
+        for result in registry.extract_many(files):
             failed += not result.ok
-            line = json.dumps(result.to_json(), ensure_ascii=False, separators=(",", ":"))
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(result.to_json_line() + "\n")
             sys.stdout.flush()
     if failed:
         click.get_current_context().exit(EX_FAILURE)

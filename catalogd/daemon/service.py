@@ -118,8 +118,12 @@ class Daemon:
         self.layout: LayoutConfig = settings.layout_config()
         self.root = self.layout.root
         self._reload_settings = reload
+        # Each extraction thread owns a registry; one reader process each, so the daemon
+        # reads ``[daemon] extract_workers`` files at once, not that many times the pool.
         self._registry_factory = registry_factory or (
-            lambda: Registry.from_entry_points(settings=self.settings.indexers)
+            lambda: Registry.from_entry_points(
+                settings=self.settings.indexers.model_copy(update={"workers": 1})
+            )
         )
         #: A test hook: events for which it returns False are dropped (lost on purpose).
         self._event_filter = event_filter
