@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +40,25 @@ def _no_leaked_threads() -> Iterator[None]:
             leaked.append(thread.name)
     if leaked:
         pytest.fail(f"the test left non-daemon threads running: {sorted(leaked)}")
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A directory others may enter (pytest's own tmp_path is private to root), for
+    tests that drop privileges to see what an unprivileged user gets."""
+    path = Path(tempfile.mkdtemp(prefix="catalogd-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as the unprivileged user nobody (uid/gid 65534, no groups)."""
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "HOME": "/"},
+    )

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,15 +265,6 @@ def test_unreadable_directories_are_findings(tree: tuple[Path, dict[str, Path]],
     assert [(v.path, v.rule, v.actual) for v in result.findings] == [
         (locked, R.UNREADABLE, "Permission denied")
     ]
-
-
-@pytest.fixture
-def public_tmp() -> Iterator[Path]:
-    """A directory others may enter (pytest's own tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="catalogd-audit-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 def test_unreadable_tree_as_an_unprivileged_user(public_tmp: Path) -> None:

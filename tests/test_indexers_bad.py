@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import nexus_shapes as shapes
 import pytest
+from conftest import as_nobody
 
 from indexers.base import ExtractResult
 from indexers.hdf5 import Hdf5Indexer
@@ -126,12 +129,21 @@ def test_directory_and_missing(registry: Registry, tmp_path: Path) -> None:
     assert not missing.ok and missing.error == "no such file"
 
 
-def test_unreadable(registry: Registry, tmp_path: Path, good_file: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads everything")
-    good_file.chmod(0)
-    result = extract(registry, good_file)
-    assert not result.ok and result.error is not None and "ermission" in result.error
+def test_unreadable(registry: Registry, public_tmp: Path, good_file: Path) -> None:
+    unreadable = public_tmp / good_file.name
+    shutil.copyfile(good_file, unreadable)
+    unreadable.chmod(0)
+    if os.geteuid() != 0:
+        result = extract(registry, unreadable)
+        assert not result.ok and result.error is not None and "ermission" in result.error
+        return
+    # Root reads everything: ask as an unprivileged user, through the command.
+    catalogd = str(Path(sys.executable).with_name("catalogd"))
+    done = as_nobody(catalogd, "extract", str(unreadable))
+    assert done.returncode == 1, done.stderr
+    [line] = done.stdout.splitlines()
+    record = json.loads(line)
+    assert record["ok"] is False and "ermission" in record["error"]
 
 
 def test_hundred_thousand_attributes(registry: Registry, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from indexers.registry import Registry
 
 
 @click.command("extract")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True, readable=False))
 @pass_cli
 def command(ctx: CliContext, files: tuple[str, ...]) -> None:
     """Print the NeXus/HDF5 metadata of each FILE as JSON Lines."""
