@@ -263,6 +263,20 @@ class Settings(BaseSettings):
         """The layout model for the configured root."""
         return layout_model.LayoutConfig(root=self.watch.root, **self.layout.model_dump())
 
+    def layout_for(self, root: str, data_root: str | None = None) -> layout_model.LayoutConfig:
+        """The layout for a command working on ``root`` (absolute): ``data_root`` when
+        given, else the configured one when ``root`` is at or below ``[watch] root``,
+        else ``root`` itself is taken as the data root."""
+        configured = self.layout_config()
+        if data_root is not None:
+            chosen = layout_model.normalise_root(os.path.abspath(data_root))
+        elif layout_model.relative_parts(root, configured.root) is not None:
+            return configured
+        else:
+            chosen = root
+        watch = self.watch.model_copy(update={"root": chosen})
+        return self.model_copy(update={"watch": watch}).layout_config()
+
     def public_dict(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked, None values left out."""
         data: dict[str, Any] = _drop_none(self.model_dump(mode="json", by_alias=True))

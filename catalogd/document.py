@@ -14,11 +14,12 @@ import datetime as dt
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from catalogd.layout import LayoutConfig, Location, access_groups
+from catalogd.identity import NameCache
+from catalogd.layout import LayoutConfig, Location, access_groups, classify
 
 #: Kinds of file, as ``catalogd extract`` reports them.
 KIND_NEXUS = "nexus"
@@ -178,6 +179,27 @@ def document_from_stat(
         indexed_at=indexed_at,
         **location.fields(),
     )
+
+
+class DocumentBuilder:
+    """Builds documents from stat results for one layout, resolving names once per id."""
+
+    def __init__(self, layout: LayoutConfig, names: NameCache, clock: Callable[[], float]) -> None:
+        self.layout = layout
+        self.names = names
+        self.clock = clock
+
+    def build(self, path: str, st: os.stat_result) -> FileDocument:
+        """The document for one file, indexed now, without metadata yet."""
+        return document_from_stat(
+            path,
+            st,
+            classify(path, self.layout),
+            self.layout,
+            owner=self.names.owner(st.st_uid),
+            group=self.names.group(st.st_gid),
+            indexed_at=self.clock(),
+        )
 
 
 def to_json(doc: FileDocument) -> JSONDict:

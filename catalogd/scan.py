@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from catalogd.document import FileDocument, document_from_stat
+from catalogd.document import DocumentBuilder, FileDocument
 from catalogd.errors import UsageError, describe_os_error
 from catalogd.identity import NameCache
-from catalogd.layout import LayoutConfig, classify, normalise_root
+from catalogd.layout import LayoutConfig, normalise_root
 from catalogd.store.base import Store
 from catalogd.store.query import under_prefix
-from catalogd.walk import DEFAULT_WORKERS, Lstat, Scandir, WalkEntry, walk
-from indexers.base import HDF5_SIGNATURE, probe_file
+from catalogd.walk import DEFAULT_WORKERS, Lstat, Scandir, walk
+from indexers.base import wants_extraction
 from indexers.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -87,20 +87,11 @@ class Scanner:
         self._scandir = scandir
         self._lstat = lstat
         self.registry = registry
+        self.documents = DocumentBuilder(layout, self.names, clock)
 
-    def build(self, path: str, st_entry: WalkEntry) -> FileDocument:
+    def build(self, path: str, st: os.stat_result) -> FileDocument:
         """The document for one regular file."""
-        st = st_entry.stat
-        assert st is not None
-        return document_from_stat(
-            path,
-            st,
-            classify(path, self.layout),
-            self.layout,
-            owner=self.names.owner(st.st_uid),
-            group=self.names.group(st.st_gid),
-            indexed_at=self.clock(),
-        )
+        return self.documents.build(path, st)
 
     def scan(
         self,
@@ -141,7 +132,7 @@ class Scanner:
             if entry.is_dir:
                 stats.directories += 1
             elif stat.S_ISREG(mode):
-                doc = self.build(entry.path, entry)
+                doc = self.build(entry.path, entry.stat)
                 seen.add(doc.id)
                 stats.files += 1
                 if self.wants_extraction(doc.path, doc.size):
@@ -173,18 +164,10 @@ class Scanner:
         return stats
 
     def wants_extraction(self, path: str, size: int) -> bool:
-        """Whether the indexers should read ``path``: an HDF5 signature, or a suffix
-        that claims HDF5 (so a broken ``.h5`` file gets its error recorded)."""
+        """Whether the registry should read ``path`` (see indexers.base)."""
         if self.registry is None:
             return False
-        if os.path.splitext(path)[1].lower() in self.registry.settings.hdf5_suffixes:
-            return True
-        if size < len(HDF5_SIGNATURE):
-            return False  # too small to hold a signature: no need to open it
-        try:
-            return probe_file(path).is_hdf5
-        except OSError:
-            return False  # unreadable: stored from its stat alone
+        return wants_extraction(path, size, self.registry.settings.hdf5_suffixes)
 
     def extract(self, docs: list[FileDocument], stats: ScanStats) -> list[FileDocument]:
         """``docs`` with the metadata the registry read from their files."""

@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,6 +96,20 @@ def probe_file(path: str) -> Probe:
     if offset is None:
         fmt = next((name for sig, name in SIGNATURES if head.startswith(sig)), None)
     return Probe(path, st.st_size, st.st_mtime_ns, head, offset, fmt)
+
+
+def wants_extraction(path: str, size: int, hdf5_suffixes: Collection[str]) -> bool:
+    """Whether the indexers should read ``path``: a suffix that claims HDF5 (so a broken
+    ``.h5`` file gets its error recorded), or the HDF5 signature. A file too small to
+    hold a signature is not opened; an unreadable one is left to its stat facts."""
+    if os.path.splitext(path)[1].lower() in hdf5_suffixes:
+        return True
+    if size < len(HDF5_SIGNATURE):
+        return False
+    try:
+        return probe_file(path).is_hdf5
+    except OSError:
+        return False
 
 
 class Deadline:

@@ -25,7 +25,6 @@ import click
 from catalogd.cli import CliContext, pass_cli
 from catalogd.config import ENV_PREFIX, Settings, resolve_config_path
 from catalogd.errors import EX_FAILURE, EX_OK, UsageError
-from catalogd.layout import LayoutConfig
 from catalogd.policy.settings import PolicySettings
 from catalogd.report import FORMATS, write_report
 from catalogd.violations import ViolationState
@@ -36,20 +35,6 @@ STORE_ENV = f"{ENV_PREFIX}STORE_URL"
 def policy_settings(settings: Settings) -> PolicySettings:
     """The ``[policy]`` section."""
     return settings.policy
-
-
-def audit_layout(settings: Settings, root: str, data_root: str | None) -> LayoutConfig:
-    """The layout for auditing ``root``: ``--data-root``, else ``[watch] root`` when
-    ``root`` is at or below it, else ``root`` itself is taken as the data root."""
-    layout = settings.layout_config()
-    if data_root is not None:
-        chosen = os.path.abspath(data_root)
-    elif root == layout.root or root.startswith(layout.root.rstrip("/") + "/"):
-        return layout
-    else:
-        chosen = root
-    watch = settings.watch.model_copy(update={"root": chosen})
-    return settings.model_copy(update={"watch": watch}).layout_config()
 
 
 def _record_url(ctx: CliContext, store_option: str | None, no_store: bool) -> str | None:
@@ -150,7 +135,7 @@ def audit(
     root = os.path.abspath(root)
     record_url = _record_url(ctx, store_option, no_store)
     names = NameCache()
-    policy = make_policy(policy_settings(settings), audit_layout(settings, root, data_root), names)
+    policy = make_policy(policy_settings(settings), settings.layout_for(root, data_root), names)
     processes = min(workers or settings.scan.workers, os.cpu_count() or 1)
     mounts = settings.scan.cross_mounts if cross_mounts is None else cross_mounts
 

@@ -29,12 +29,7 @@ def command(
     """
     settings = ctx.settings()
     root = os.path.abspath(root)
-    layout = settings.layout_config()
-    if not (root == layout.root or root.startswith(layout.root.rstrip("/") + "/")):
-        # Scanning a tree outside the configured root: the tree is its own data root.
-        layout = settings.model_copy(
-            update={"watch": settings.watch.model_copy(update={"root": root})}
-        ).layout_config()
+    layout = settings.layout_for(root)
     with (
         open_store(ctx.store_url(store_option)) as store,
         Registry.from_entry_points(settings=settings.indexers) as registry,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from catalogd.daemon import readiness
 from catalogd.daemon.coalesce import Work
-from catalogd.document import FileDocument, document_from_stat, document_id
+from catalogd.document import DocumentBuilder, FileDocument, document_id
 from catalogd.errors import CatalogdError, describe_os_error
 from catalogd.identity import NameCache
 from catalogd.layout import LayoutConfig, classify
@@ -28,7 +28,7 @@ from catalogd.policy import Policy, read_facts
 from catalogd.store.base import Fingerprint, Store
 from catalogd.store.query import under_prefix
 from catalogd.walk import Lstat
-from indexers.base import ExtractResult, probe_file
+from indexers.base import ExtractResult, wants_extraction
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class Pipeline:
         self.writer_timeout_s = writer_timeout_s
         self.names = names or NameCache()
         self.clock = clock
+        self.documents = DocumentBuilder(layout, self.names, clock)
         self.monotonic = monotonic
         self._lstat = lstat
         #: Paths with open violations: a clean check of any other path records nothing.
@@ -184,7 +185,7 @@ class Pipeline:
                 )
                 return Step(StepKind.STORE, work, doc=doc, reason="attributes only")
         doc = self.build(path, st)
-        is_hdf5 = self.wants_extraction(path)
+        is_hdf5 = wants_extraction(path, st.st_size, self.hdf5_suffixes)
         ready = readiness.check(
             path,
             st,
@@ -212,24 +213,7 @@ class Pipeline:
         return Step(StepKind.STORE, work, doc=doc)
 
     def build(self, path: str, st: os.stat_result) -> FileDocument:
-        return document_from_stat(
-            path,
-            st,
-            classify(path, self.layout),
-            self.layout,
-            owner=self.names.owner(st.st_uid),
-            group=self.names.group(st.st_gid),
-            indexed_at=self.clock(),
-        )
-
-    def wants_extraction(self, path: str) -> bool:
-        """An HDF5 suffix, or the HDF5 signature."""
-        if os.path.splitext(path)[1].lower() in self.hdf5_suffixes:
-            return True
-        try:
-            return probe_file(path).is_hdf5
-        except OSError:
-            return False
+        return self.documents.build(path, st)
 
     # -- the policy --------------------------------------------------------------------
 
