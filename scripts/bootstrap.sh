@@ -22,4 +22,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 spec="."
 [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
-"$VENV/bin/python" -m pip install --quiet --editable "$spec"
+# The install is editable, so only a change of pyproject.toml or of the extras needs a
+# new one; the stamp remembers what was installed.
+stamp="$VENV/.catalogd-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $spec"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "installing catalogd ($spec) into $VENV ..." >&2
+    "$VENV/bin/python" -m pip install --quiet --editable "$spec"
+    echo "$want" >"$stamp"
+fi
