@@ -15,44 +15,17 @@ import h5py
 import nexus_shapes as shapes
 import pytest
 from click.testing import CliRunner
+from misbehaving_indexers import CrashingIndexer, SleepingIndexer
 
 import indexers.reader as reader_module
 from catalogd.cli import CliContext
 from catalogd.cli.extract import command as extract_command
-from indexers.base import Deadline, ExtractResult, IndexerOutput, Probe
+from indexers.base import ExtractResult
 from indexers.hdf5 import Hdf5Indexer
 from indexers.nexus import NexusIndexer
 from indexers.registry import Registry, extract_inline
 from indexers.settings import IndexerSettings
 from indexers.worker import GRACE_S, ProcessExtractor, _can_fork, default_workers
-
-
-class SleepingIndexer:
-    """Stuck where no cooperative check can reach it (as in a C call)."""
-
-    name = "sleeper"
-    priority = 100
-
-    def accepts(self, probe: Probe) -> bool:
-        return probe.path.endswith(".sleep")
-
-    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        time.sleep(60)
-        return IndexerOutput(kind="other")
-
-
-class CrashingIndexer:
-    """Dies the way a segfault in the HDF5 library would."""
-
-    name = "crasher"
-    priority = 100
-
-    def accepts(self, probe: Probe) -> bool:
-        return probe.path.endswith(".crash")
-
-    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        os.kill(os.getpid(), 9)
-        return IndexerOutput(kind="other")
 
 
 def builtins() -> list[Any]:

@@ -14,68 +14,16 @@ import nexus_shapes as shapes
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from misbehaving_indexers import BrokenIndexer, CrashingIndexer, GreedyIndexer, SleepingIndexer
 
 from catalogd.cli import CliContext
 from catalogd.cli.extract import command as extract_command
 from catalogd.errors import ConfigError
-from indexers.base import Deadline, IndexerOutput, Probe, find_hdf5_signature, probe_file
+from indexers.base import find_hdf5_signature, probe_file
 from indexers.hdf5 import Hdf5Indexer
 from indexers.nexus import NexusIndexer
 from indexers.registry import Registry
 from indexers.settings import IndexerSettings
-
-
-class SleepingIndexer:
-    """Stuck where no cooperative check can reach it (as in a C call)."""
-
-    name = "sleeper"
-    priority = 100
-
-    def accepts(self, probe: Probe) -> bool:
-        return probe.path.endswith(".sleep")
-
-    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        time.sleep(60)
-        return IndexerOutput(kind="other")
-
-
-class CrashingIndexer:
-    """Dies the way a segfault in the HDF5 library would."""
-
-    name = "crasher"
-    priority = 100
-
-    def accepts(self, probe: Probe) -> bool:
-        return probe.path.endswith(".crash")
-
-    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        os.kill(os.getpid(), 9)
-        return IndexerOutput(kind="other")
-
-
-class GreedyIndexer:
-    """Allocates far beyond the memory bound."""
-
-    name = "greedy"
-    priority = 100
-
-    def accepts(self, probe: Probe) -> bool:
-        return probe.path.endswith(".greedy")
-
-    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        hog = bytearray(4 * 1024**3)
-        return IndexerOutput(kind="other", metadata={"size": len(hog)})
-
-
-class BrokenIndexer:
-    name = "broken"
-    priority = 100
-
-    def accepts(self, probe: Probe) -> bool:
-        return probe.path.endswith(".broken")
-
-    def extract(self, probe: Probe, settings: IndexerSettings, deadline: Deadline) -> IndexerOutput:
-        raise ZeroDivisionError("oops")
 
 
 def builtins() -> list[object]:
