@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import as_nobody
 
 from catalogd.cli import main
 from catalogd.identity import NameCache
@@ -274,43 +275,12 @@ def test_unreadable_tree_as_an_unprivileged_user(public_tmp: Path) -> None:
     os.chmod(root / "visitor", 0o755)
     os.chmod(root / "visitor" / "secret", 0o700)
     catalogd = shutil.which("catalogd") or str(Path(sys.executable).with_name("catalogd"))
-    done = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            catalogd,
-            "audit",
-            str(root),
-            "--format",
-            "json",
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "HOME": "/"},
-    )
+    done = as_nobody(catalogd, "audit", str(root), "--format", "json", "--workers", "1")
     assert done.returncode == 1, done.stderr
     rules = {(r["path"], r["rule"]) for r in map(json.loads, done.stdout.splitlines())}
     assert (str(root / "visitor" / "secret"), R.UNREADABLE) in rules
     os.chmod(root, 0o700)
-    done = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            catalogd,
-            "audit",
-            str(root),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = as_nobody(catalogd, "audit", str(root))
     assert done.returncode == 2, done.stderr
 
 
