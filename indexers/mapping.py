@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -278,13 +278,7 @@ def apply_mappings(
         value: Any = None
         units: str | None = None
         errors.pop(mapping.field, None)
-        for text in mapping.paths:
-            pattern = parse_path(text)
-            segments = pattern.segments
-            if pattern.absolute and entry_name is not None:
-                if not segments or not matches_entry(segments[0], entry_name):
-                    continue
-                segments = segments[1:]
+        for text, pattern, segments in _candidates(mapping, entry_name):
             try:
                 found = resolve(reader, root, segments)
                 if not found:
@@ -307,9 +301,12 @@ def apply_mappings(
         set_dotted(into, mapping.field, value, units)
 
 
-def _original_text(
-    reader: Reader, root: Node, mapping: FieldMapping, entry_name: str | None
-) -> Any:
+def _candidates(
+    mapping: FieldMapping, entry_name: str | None
+) -> Iterator[tuple[str, PathPattern, tuple[str, ...]]]:
+    """Each of ``mapping.paths`` parsed, with the segments to resolve from the root
+    given: an absolute path's first segment selects the entry (paths naming another
+    entry are skipped) and is then dropped."""
     for text in mapping.paths:
         pattern = parse_path(text)
         segments = pattern.segments
@@ -317,6 +314,13 @@ def _original_text(
             if not segments or not matches_entry(segments[0], entry_name):
                 continue
             segments = segments[1:]
+        yield text, pattern, segments
+
+
+def _original_text(
+    reader: Reader, root: Node, mapping: FieldMapping, entry_name: str | None
+) -> Any:
+    for _text, pattern, segments in _candidates(mapping, entry_name):
         try:
             found = resolve(reader, root, segments)
             if found:

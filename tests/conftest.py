@@ -62,3 +62,17 @@ def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={**os.environ, "HOME": "/"},
     )
+
+
+@pytest.fixture
+def no_source_leaks() -> Iterator[None]:
+    """Fail a test that leaves any thread (daemon threads included) or an inotify or
+    fanotify descriptor behind: the event sources must stop completely."""
+    from catalogd.sources.testing import kernel_watch_fds
+
+    threads = set(threading.enumerate())
+    fds = set(kernel_watch_fds())
+    yield
+    leaked = [t.name for t in threading.enumerate() if t not in threads]
+    assert not leaked, f"threads left running: {leaked}"
+    assert set(kernel_watch_fds()) <= fds, "inotify/fanotify descriptors left open"

@@ -28,7 +28,6 @@ from catalogd.sources.testing import (
     Recorder,
     all_complete,
     burst_paths,
-    kernel_watch_fds,
 )
 
 TIMEOUT_S = 20.0
@@ -39,14 +38,7 @@ C = EventKind.CREATED
 W = EventKind.CLOSED_WRITE
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    threads = set(threading.enumerate())
-    fds = set(kernel_watch_fds())
-    yield
-    leaked = [t.name for t in threading.enumerate() if t not in threads]
-    assert not leaked, f"threads left running: {leaked}"
-    assert set(kernel_watch_fds()) <= fds, "inotify/fanotify descriptors left open"
+pytestmark = pytest.mark.usefixtures("no_source_leaks")
 
 
 def make_source(kind: str, root: Path, events: queue.Queue[Event]) -> EventSource:

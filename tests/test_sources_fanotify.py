@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import queue
 import struct
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,19 +23,12 @@ from catalogd.sources.fanotify import (
     HandleCache,
     parse_events,
 )
-from catalogd.sources.testing import Recorder, kernel_watch_fds
+from catalogd.sources.testing import Recorder
 
 TIMEOUT_S = 20.0
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    threads = set(threading.enumerate())
-    fds = set(kernel_watch_fds())
-    yield
-    leaked = [t.name for t in threading.enumerate() if t not in threads]
-    assert not leaked, f"threads left running: {leaked}"
-    assert set(kernel_watch_fds()) <= fds, "fanotify descriptors left open"
+pytestmark = pytest.mark.usefixtures("no_source_leaks")
 
 
 def fanotify(root: Path, events: queue.Queue[Event]) -> FanotifySource:

@@ -16,7 +16,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,19 +24,12 @@ import pytest
 from catalogd.events import Event, EventKind, Moved, Overflow, PathEvent, SourceFailed
 from catalogd.sources import _linux as k
 from catalogd.sources.inotify import READ_SIZE, InotifySource
-from catalogd.sources.testing import Recorder, kernel_watch_fds
+from catalogd.sources.testing import Recorder
 
 TIMEOUT_S = 20.0
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    threads = set(threading.enumerate())
-    fds = set(kernel_watch_fds())
-    yield
-    leaked = [t.name for t in threading.enumerate() if t not in threads]
-    assert not leaked, f"threads left running: {leaked}"
-    assert set(kernel_watch_fds()) <= fds, "inotify descriptors left open"
+pytestmark = pytest.mark.usefixtures("no_source_leaks")
 
 
 def test_overflow_is_reported_after_watches_are_restored(tmp_path: Path) -> None:
