@@ -1,0 +1,77 @@
+"""FastAPI dependencies: the shared context and the caller's principal.
+
+:func:`current_principal` is the one way a route learns who is asking. It is a plain
+(synchronous) function, so FastAPI runs it in its thread pool: the directory lookups
+it makes (an LDAP bind, a group search) never block the event loop. The ``Basic`` and
+``Bearer`` schemes are declared for the OpenAPI description only; the header is read
+and checked by :class:`~api.auth.Authenticator`, which counts every failure against the
+caller's address.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPBasic, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from api.auth import MAX_USER_LENGTH, USER_HEADER, Credentials
+from api.context import ApiContext
+from api.principal import Principal
+
+
+class _BasicScheme(HTTPBasic):
+    """Declares HTTP Basic in the OpenAPI description; reads nothing itself."""
+
+    async def __call__(self, request: HTTPConnection) -> Any:
+        return None
+
+
+class _BearerScheme(HTTPBearer):
+    """Declares Bearer tokens in the OpenAPI description; reads nothing itself."""
+
+    async def __call__(self, request: HTTPConnection) -> Any:
+        return None
+
+
+basic_scheme = _BasicScheme(
+    scheme_name="HTTPBasic",
+    auto_error=False,
+    description="Directory (LDAP) user name and password.",
+)
+bearer_scheme = _BearerScheme(
+    scheme_name="HTTPBearer",
+    auto_error=False,
+    description="An OpenID Connect token of the configured issuer, or a service token "
+    f"(with the end user named in {USER_HEADER}).",
+)
+
+
+def context(request: Request) -> ApiContext:
+    ctx = request.app.state.catalogd
+    assert isinstance(ctx, ApiContext)
+    return ctx
+
+
+def current_principal(
+    request: Request,
+    ctx: Annotated[ApiContext, Depends(context)],
+    _basic: Annotated[None, Security(basic_scheme)],
+    _bearer: Annotated[None, Security(bearer_scheme)],
+    acting_for: Annotated[
+        str | None,
+        Header(
+            alias=USER_HEADER,
+            max_length=MAX_USER_LENGTH,
+            description="With a service token only: the end user it acts for.",
+        ),
+    ] = None,
+) -> Principal:
+    source = request.client.host if request.client is not None else "unknown"
+    credentials = Credentials(request.headers.get("authorization"), acting_for, source)
+    return ctx.authenticator.authenticate(credentials)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+Context = Annotated[ApiContext, Depends(context)]

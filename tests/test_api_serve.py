@@ -1,0 +1,209 @@
+"""``catalogd serve`` and ``catalogd run`` with ``[api] enabled``, as real processes on
+real sockets: they answer, refuse what they cannot do with a clear exit status, and stop
+cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from api_support import ALICE, build_catalogue
+
+TIMEOUT_S = 60.0
+CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
+#: A directory nobody answers at: the process must still start and serve /healthz.
+LDAP_CONFIG = """\
+[ldap]
+url = "ldap://127.0.0.1:9"
+user_base = "ou=people,dc=example,dc=org"
+group_base = "ou=groups,dc=example,dc=org"
+timeout_s = 2.0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the process exited with {proc.returncode} before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOGD_")}
+    env["CATALOGD_DAEMON_LISTEN"] = ""  # the daemon's own listener is not under test here
+    return env
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "catalogd.toml"
+    path.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path}/catalog.db"\n\n{LDAP_CONFIG}', encoding="utf-8"
+    )
+    return path
+
+
+def start(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [*CATALOGD, *args], env=environment(), stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_serve_answers_and_stops_on_sigterm(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    build_catalogue(tmp_path).store.close()  # a catalogue with files in it
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    proc = start("--config", str(config), "serve", "--listen", f"127.0.0.1:{port}", log=log)
+    processes.append(proc)
+    wait_for(lambda: answers(base + "/healthz"), "/healthz", proc)
+
+    assert httpx.get(base + "/api/v1/search").status_code == 401
+    # The directory does not answer: fail closed, with nothing about why in the answer.
+    refused = httpx.get(base + "/api/v1/search", headers=ALICE, timeout=30.0)
+    assert refused.status_code == 503
+    assert "127.0.0.1:9" not in refused.text
+    assert httpx.get(base + "/openapi.json").json()["info"]["title"] == "catalogd"
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15.0) == 0, log.read_text()
+
+
+def test_serve_without_a_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "catalogd.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/catalog.db"\n', encoding="utf-8")
+    result = subprocess.run(
+        [*CATALOGD, "--config", str(config), "serve"],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert result.returncode == 78
+    assert "[ldap] url" in result.stderr
+
+
+def test_serve_on_an_address_in_use_says_so(config: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CATALOGD, "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    assert result.returncode == 69
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_refuses_a_listen_address_that_is_not_one(config: Path) -> None:
+    result = subprocess.run(
+        [*CATALOGD, "--config", str(config), "serve", "--listen", "localhost"],
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert result.returncode == 2
+    assert "HOST:PORT" in result.stderr
+
+
+def test_run_serves_the_api_beside_the_daemon_when_enabled(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    config.write_text(
+        config.read_text() + f'\n[api]\nenabled = true\nlisten = "127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "data").mkdir()
+    log = tmp_path / "run.log"
+    proc = start("--config", str(config), "run", "--root", str(tmp_path / "data"), log=log)
+    processes.append(proc)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: answers(base + "/healthz"), "/healthz", proc)
+    assert httpx.get(base + "/api/v1/search").status_code == 401
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30.0) == 0, log.read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(base + "/healthz")
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_forwarded_for_names_the_client_only_from_a_trusted_proxy(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]], trusted: bool
+) -> None:
+    """Failed logins are counted per client address. A client must not dodge the count
+    by sending X-Forwarded-For itself; only a configured proxy may name the client."""
+    text = config.read_text(encoding="utf-8").replace(
+        "[ldap]",
+        "[api]\nlogin_max_failures = 3\n"
+        + ('trusted_proxies = ["127.0.0.1"]\n' if trusted else "")
+        + "\n[ldap]",
+    )
+    config.write_text(text, encoding="utf-8")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start(
+        "--config",
+        str(config),
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        log=tmp_path / "serve.log",
+    )
+    processes.append(proc)
+    wait_for(lambda: answers(base + "/healthz"), "/healthz", proc)
+    statuses = [
+        httpx.get(
+            base + "/api/v1/search",
+            headers={"Authorization": "Bearer not-a-token", "X-Forwarded-For": f"192.0.2.{i}"},
+        ).status_code
+        for i in range(5)
+    ]
+    if trusted:  # five different clients behind the proxy, one failure each
+        assert statuses == [401] * 5
+    else:  # one client, whatever it claims
+        assert statuses == [401, 401, 401, 429, 429]
