@@ -8,6 +8,7 @@ file (``ldap.bind_password_file``) and are masked wherever settings are shown.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +40,8 @@ ENV_PREFIX = "CATALOGD_"
 #: The environment variable naming the configuration file (``--config`` wins over it).
 CONFIG_ENV = "CATALOGD_CONFIG"
 SECRET_MASK = "**********"
+#: An LDAP attribute description: a name (RFC 4512 keystring) or a numeric OID.
+_LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(\.[0-9]+)+")
 
 
 class Section(BaseModel):
@@ -66,6 +69,18 @@ class StoreSettings(Section):
         description="sqlite:///ABSOLUTE/PATH.db (embedded) or http(s)://HOST:PORT[,...] "
         "(Elasticsearch).",
     )
+    spool_dir: str | None = Field(
+        default=None,
+        description="Where writes to Elasticsearch are kept while it cannot be reached "
+        "(None: [daemon] state_dir/spool, else /var/lib/catalogd/spool).",
+    )
+
+    @field_validator("spool_dir")
+    @classmethod
+    def _absolute_spool(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -125,8 +140,67 @@ class LdapSettings(Section):
     user_base: str | None = None
     group_base: str | None = None
     schema_: Literal["rfc2307", "rfc2307bis", "ad"] = Field(default="rfc2307bis", alias="schema")
+    user_attribute: str | None = Field(
+        default=None,
+        description="The attribute holding the login name (default: uid; sAMAccountName for ad).",
+    )
+    user_filter: str | None = Field(
+        default=None,
+        description="Which entries below user_base are users (default: "
+        "(objectClass=posixAccount); for ad (&(objectClass=user)(!(objectClass=computer)))).",
+    )
+    group_filter: str | None = Field(
+        default=None,
+        description="Which entries below group_base are groups (default: "
+        "(objectClass=posixGroup), (objectClass=groupOfNames) or (objectClass=group) "
+        "per schema).",
+    )
+    member_attribute: str | None = Field(
+        default=None,
+        description="The group attribute naming members (default: memberUid for rfc2307, "
+        "member otherwise).",
+    )
+    group_name_attribute: str = Field(
+        default="cn", description="The group attribute holding the group's name."
+    )
+    max_depth: int = Field(
+        default=8, ge=1, le=64, description="Group nesting levels followed (rfc2307bis)."
+    )
+    cache_ttl_s: float = Field(
+        default=60.0, ge=0.0, le=3600.0, description="How long a user's groups are reused."
+    )
+    timeout_s: float = Field(
+        default=5.0, gt=0.0, le=300.0, description="Connect and receive timeout per request."
+    )
+    start_tls: bool = Field(default=False, description="Upgrade ldap:// connections with StartTLS.")
+    ca_file: Path | None = Field(
+        default=None, description="CA certificates for ldaps:// or StartTLS (default: system's)."
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def _ldap_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("ldap", "ldaps", "ldapi") or not parts.netloc:
+                raise ValueError("must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        return value
+
+    @field_validator("user_attribute", "member_attribute", "group_name_attribute")
+    @classmethod
+    def _attribute_name(cls, value: str | None) -> str | None:
+        if value is not None and not _LDAP_ATTRIBUTE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an LDAP attribute name")
+        return value
+
+    @field_validator("user_filter", "group_filter")
+    @classmethod
+    def _parenthesised(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith("(") and value.endswith(")")):
+            raise ValueError("an LDAP filter is written in parentheses, e.g. (objectClass=user)")
+        return value
 
     @model_validator(mode="after")
     def _read_password_file(self) -> LdapSettings:
@@ -142,12 +216,51 @@ class LdapSettings(Section):
         return self
 
 
+#: JWT signature algorithms with a public verification key: the only kind the API takes,
+#: since the keys come from the issuer's published JWKS (a symmetric algorithm would
+#: let anyone who can read that JWKS sign tokens).
+OIDC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
 class ApiSettings(Section):
     """``[api]``: the search API."""
 
     listen: str = "127.0.0.1:8080"
+    enabled: bool = Field(
+        default=False, description="Also serve the API from `catalogd run` (same process)."
+    )
     auditor_groups: tuple[str, ...] = ("data-auditors",)
     admin_groups: tuple[str, ...] = ()
+    oidc_issuer: str | None = Field(default=None, description="OpenID Connect issuer URL.")
+    oidc_audience: str | None = Field(default=None, description="The `aud` tokens must carry.")
+    oidc_jwks_url: str | None = Field(
+        default=None, description="The issuer's JWKS (default: from its discovery document)."
+    )
+    oidc_algorithms: tuple[str, ...] = OIDC_ALGORITHMS
+    oidc_username_claim: str = "preferred_username"
+    oidc_leeway_s: float = Field(default=30.0, ge=0.0, le=600.0)
+    oidc_jwks_cache_s: float = Field(default=300.0, gt=0.0)
+    oidc_jwks_cooldown_s: float = Field(default=30.0, ge=0.0)
+    service_tokens_file: Path | None = None
+    login_max_failures: int = Field(default=10, ge=1, le=100_000)
+    login_window_s: float = Field(default=300.0, gt=0.0)
+    embargo_years: int = Field(default=0, ge=0, le=200)
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed (the "
+        "client address is what failed logins are counted by); empty: none.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -156,6 +269,29 @@ class ApiSettings(Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be HOST:PORT")
         return value
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = [name for name in value if name not in OIDC_ALGORITHMS]
+        if refused or not value:
+            raise ValueError(f"choose one or more of {list(OIDC_ALGORITHMS)} (got {refused})")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> ApiSettings:
+        if self.oidc_issuer is not None and not self.oidc_audience:
+            raise ValueError("oidc_audience is required when oidc_issuer is set")
+        return self
 
 
 class ScanSettings(Section):
@@ -174,6 +310,7 @@ POLL_INTERVAL_S = 300.0
 QUEUE_SIZE = 100_000
 EXTRACT_WORKERS = 2
 STOP_TIMEOUT_S = 20.0
+DAEMON_LISTEN = "127.0.0.1:9180"
 
 
 class DaemonSettings(Section):
@@ -201,12 +338,25 @@ class DaemonSettings(Section):
     state_dir: str | None = Field(
         default=None, description="Where the daemon writes status.json (None: nowhere)."
     )
+    listen: str = Field(
+        default=DAEMON_LISTEN,
+        description="HOST:PORT of the daemon's /healthz, /readyz and /metrics ('' disables).",
+    )
 
     @field_validator("state_dir")
     @classmethod
     def _absolute_dir(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+                raise ValueError("must be HOST:PORT, [IPv6]:PORT, or empty to disable")
         return value
 
     @property

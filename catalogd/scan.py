@@ -6,6 +6,9 @@ registry in batches, so its worker processes stay busy; everything else is store
 kind ``other`` straight away. Documents are written in batches; after a complete pass,
 documents under the root whose files are gone are deleted (never below a directory
 that could not be listed, whose files may still exist).
+
+Masters and their data files need nothing here: the store decides which stored master a
+file belongs to, in whatever order the two are written (:mod:`catalogd.store.links`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,14 @@ The summary counts groups, datasets and links, lists the first objects with shap
 dtype (never their data) and reads the root attributes. External links and virtual
 datasets are recorded with their targets resolved relative to the file and whether each
 target exists; a missing target is recorded, never an error. A file that links to data
-files is a ``master``; a data file named like a master's (``x_data_000001.h5`` beside
-``x_master.h5``) that the master links to gets ``master`` set, so a search can show the
-measurement rather than its parts.
+files is a ``master``: ``data_files`` names every file it links to as a real path
+(:func:`seen_from`), whether it exists yet or not (the first ``max_linked_files`` by
+path), and ``data_file_count`` how many of them exist. The catalogue decides from a
+stored master's ``data_files`` which files are its parts, whatever their names
+(:mod:`catalogd.store.links`), so a search can show the measurement rather than its
+parts. On its own, a data file named like a master's (``x_data_000001.h5`` beside
+``x_master.h5``) that the master links to gets ``master`` set here too (what
+``catalogd extract`` shows); the store's answer replaces it.
 
 The summary walks the reader's index (:class:`indexers.reader.Reader`), so the objects
 the NeXus extraction already opened are not opened again, and the reverse.
@@ -66,14 +71,19 @@ class Hdf5Indexer:
 
 def describe(reader: Reader, probe: Probe) -> JSONDict:
     """The file-level metadata every HDF5 file gets: structure, links, master/data role."""
-    structure, links = summarise(reader)
+    structure, links, files = summarise(reader)
     structure["userblock_size"] = probe.hdf5_offset or 0
     structure["swmr"] = reader.swmr
     metadata: JSONDict = {"structure": structure, "links": links}
-    linked = [f for f in links["files"] if f["path"] != os.path.abspath(reader.path)]
+    itself = os.path.abspath(reader.path)
+    linked = [f for f in links["files"] if f["path"] != itself]
     if linked:
         metadata["role"] = "master"
         metadata["linked_files"] = [f["path"] for f in linked]
+        named = {seen_from(reader.path, path): exists for path, exists in files.items()}
+        named.pop(itself, None)
+        metadata["data_files"] = sorted(named)[: reader.settings.max_linked_files]
+        metadata["data_file_count"] = sum(named.values())
     else:
         master = find_master(reader.path, reader.settings, reader.deadline)
         if master is not None:
@@ -82,8 +92,28 @@ def describe(reader: Reader, probe: Probe) -> JSONDict:
     return metadata
 
 
-def summarise(reader: Reader) -> tuple[JSONDict, JSONDict]:
-    """A breadth-first walk of the file (hard links once, soft links not followed)."""
+def seen_from(master: str, target: str) -> str:
+    """``target`` as a real path (symbolic links and ``..`` resolved), named the way
+    ``master`` is named: when a symbolic link above the master's directory (a data root
+    that is a link, say) makes its real path differ, the target's real path is named
+    through the same link, so it is the path the catalogue stores for that file."""
+    real_target = os.path.realpath(target)
+    shown = os.path.dirname(os.path.abspath(master)).split("/")
+    real = os.path.realpath(os.path.dirname(os.path.abspath(master))).split("/")
+    while len(shown) > 1 and len(real) > 1 and shown[-1] == real[-1]:
+        shown.pop()
+        real.pop()
+    shown_prefix, real_prefix = "/".join(shown), "/".join(real)
+    if real_prefix == shown_prefix:
+        return real_target
+    if real_target == real_prefix or real_target.startswith(real_prefix + "/"):
+        return shown_prefix + real_target[len(real_prefix) :]
+    return real_target
+
+
+def summarise(reader: Reader) -> tuple[JSONDict, JSONDict, dict[str, bool]]:
+    """A breadth-first walk of the file (hard links once, soft links not followed); the
+    structure, the links, and every linked file (resolved) with whether it exists."""
     settings = reader.settings
     counts = {"groups": 1, "datasets": 0, "soft_links": 0, "external_links": 0, "virtual": 0}
     objects: list[JSONDict] = []
@@ -163,7 +193,7 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict]:
         "files": [{"path": path, "exists": exists} for path, exists in listed],
         "missing": sum(1 for exists in files.values() if not exists),
     }
-    return structure, links
+    return structure, links, files
 
 
 def _dataset_record(

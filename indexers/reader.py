@@ -514,6 +514,7 @@ class Reader:
                     # The low-level read, as ``attrs[name]`` would give it.
                     out = np.empty(shape, dtype=dtype)
                     aid.read(out, mtype=memory_type(dtype))
+                    check_strings(out, self.settings.max_array_bytes)
                     value = to_json_value(out)
                 else:
                     if manager is None:
@@ -542,6 +543,7 @@ class Reader:
             # The low-level read: h5py's slicing machinery costs more than the read.
             out = np.empty(shape, dtype=dtype)
             node.oid.read(_ALL, _ALL, out, mtype=memory_type(dtype))
+            check_strings(out, self.settings.max_array_bytes)
             return out if shape else out[()]
         return _high_level(node.oid)[()]
 
@@ -641,7 +643,17 @@ def _read_attr(oid: Any, name: str, max_bytes: int) -> Any:
             raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
     out = np.empty(shape, dtype=dtype)
     aid.read(out, mtype=memory_type(dtype))
+    check_strings(out, max_bytes)
     return out
+
+
+def check_strings(out: Any, max_bytes: int) -> None:
+    """TooLarge when variable-length strings hold more than ``max_bytes``: their size
+    is known only once read (the type's size is that of a pointer)."""
+    if out.dtype.kind == "O":
+        size = sum(len(v) for v in out.flat if isinstance(v, bytes | str))
+        if size > max_bytes:
+            raise TooLarge(f"{size} bytes of text exceeds the {max_bytes}-byte bound")
 
 
 _numpy_types: dict[bytes, np.dtype[Any]] = {}

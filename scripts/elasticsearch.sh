@@ -7,6 +7,9 @@
 #                                           wait until it answers, print its URL
 #   scripts/elasticsearch.sh stop RUN_DIR   stop that node and remove RUN_DIR
 #
+# CATALOGD_ES_PORT=N start RUN_DIR starts on port N instead of a free one: with the RUN_DIR
+# of a node that was stopped (its process killed, RUN_DIR kept), the same node comes back.
+#
 # The distribution is the minimal one Elastic publishes to Maven Central,
 # org.elasticsearch.distribution.integ-test-zip:elasticsearch:<version>:zip, fetched with
 # mvn (cached in ~/.m2) and unpacked once under $CATALOGD_ES_CACHE. Maven's metadata for
@@ -132,7 +135,7 @@ start() {
     mkdir -p "$run/data" "$run/logs" "$run/tmp"
     rm -rf "$run/config"
     cp -r "$HOME_DIR/config" "$run/config"
-    port=$(free_port)
+    port=${CATALOGD_ES_PORT:-$(free_port)} # a restart of a stopped node keeps its port
     cat >>"$run/config/elasticsearch.yml" <<EOF
 cluster.name: catalogd-test
 node.name: catalogd-test

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reliability import reliability  # noqa: F401 - the reliability tests' recorder
+from slapd_node import slapd  # noqa: F401 - the session's real slapd
 
 #: How long a thread a test started may take to finish after the test.
 THREAD_GRACE_S = 2.0

@@ -11,14 +11,17 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, NotFoundError
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
 #: Fetching (the first time) and starting the node; measured start: about 30 s.
@@ -31,20 +34,48 @@ class Node:
 
     def __init__(self) -> None:
         self.run_dir = tempfile.mkdtemp(prefix="catalogd-es-")
+        self.url = self._start({})
+        self._names = itertools.count()
+
+    def _start(self, env: dict[str, str]) -> str:
         started = subprocess.run(
             [str(SCRIPT), "start", self.run_dir],
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S,
             check=False,
+            env={**os.environ, **env},
         )
         if started.returncode != 0:
             self.stop()
             raise RuntimeError(
                 f"scripts/elasticsearch.sh could not start Elasticsearch:\n{started.stderr}"
             )
-        self.url = started.stdout.strip().splitlines()[-1]
-        self._names = itertools.count()
+        return started.stdout.strip().splitlines()[-1]
+
+    def halt(self) -> None:
+        """Stop the node's process (SIGTERM, then SIGKILL), keeping its data: an outage.
+        Only for a node of one's own (:func:`throwaway_node`), never the shared one."""
+        pid_file = Path(self.run_dir, "es.pid")
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            pid_file.unlink(missing_ok=True)  # stop() must not signal a reused pid
+
+    def resume(self) -> None:
+        """Start a halted node again, on the same port, with the same data."""
+        port = urlsplit(self.url).port
+        url = self._start({"CATALOGD_ES_PORT": str(port)})
+        assert url == self.url, (url, self.url)
 
     def unique_prefix(self) -> str:
         """An index prefix no other test uses."""
@@ -59,7 +90,10 @@ class Node:
             indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
             if indices:
                 client.indices.delete(index=",".join(indices))
-            templates = client.indices.get_index_template(name=f"{prefix}-*")
+            try:
+                templates = client.indices.get_index_template(name=f"{prefix}-*")
+            except NotFoundError:  # none was made (the test never reached the node)
+                return
             for template in templates["index_templates"]:
                 client.indices.delete_index_template(name=template["name"])
 
@@ -99,6 +133,17 @@ def stop_shared_node() -> None:
         if _node is not None:
             _node.stop()
             _node = None
+
+
+@pytest.fixture
+def throwaway_node() -> Iterator[Node]:
+    """A node of the test's own (started in about 15-30 s), which it may halt and
+    resume without disturbing the shared one."""
+    node = Node()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="session")

@@ -121,10 +121,17 @@ def test_an_old_database_is_migrated(db: str) -> None:
         conn.close()
     assert user_version(db) == 1
     with SQLiteStore(db) as store:
-        assert user_version(db) == SCHEMA_VERSION == 2
+        assert user_version(db) == SCHEMA_VERSION == 3
         assert store.get(doc.id) == doc
         assert store.search(SearchQuery(text="old.h5")).total == 1
         assert store.violations() == []  # version 2's table is there
+        # version 3's: masters name their data files, and the old document is one
+        master = make_doc(f"{P1}/raw/m.h5", metadata={"role": "master", "data_files": [doc.path]})
+        store.put([master])
+        store.flush()
+        part = store.get(doc.id)
+        assert part is not None and part.metadata["master"] == master.path
+        assert store.search(SearchQuery(collapse=True)).total == 1
 
 
 def test_a_new_step_is_applied_once(db: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -717,8 +717,15 @@ def random_docs(draw: st.DrawFn) -> list[FileDocument]:
             size=draw(st.integers(0, 3)),
             mtime=draw(st.sampled_from([1.5, 2.25, 1e9])),
             indexed_at=draw(st.sampled_from([1.0, 2.0])),
+            visit_date=draw(st.sampled_from([None, "2017-11-22", "2019-01-01"])),
         )
         docs[doc.id] = doc
+    # Some become masters naming others (and paths no document has).
+    every = [doc.path for doc in docs.values()]
+    for doc_id in draw(st.lists(st.sampled_from(sorted(docs)), max_size=3, unique=True)):
+        named = draw(st.lists(st.sampled_from([*every, "/data/none.h5"]), max_size=4))
+        metadata = {"role": "master", "data_files": named, "data_file_count": len(named)}
+        docs[doc_id] = docs[doc_id].with_changes(metadata=metadata)
     return list(docs.values())
 
 
@@ -753,6 +760,8 @@ def random_queries(draw: st.DrawFn, docs: list[FileDocument]) -> SearchQuery:
         sort=draw(st.sampled_from(ALL_SORTS)),
         size=draw(st.integers(1, 4)),
         facets=("user_type", "beamline", "proposal", "visit", "kind"),
+        collapse=draw(st.booleans()),
+        public_before=draw(st.sampled_from([None, "2018-01-01", "2019-01-01", "2020-01-01"])),
     )
 
 
@@ -795,3 +804,212 @@ def _setting(module: Any, name: str, value: object) -> Iterator[None]:
 
 def _query_fields(query: SearchQuery) -> dict[str, Any]:
     return {name: getattr(query, name) for name in query.__dataclass_fields__}
+
+
+# -- datasets: masters and their data files ---------------------------------------------------
+RAW1 = f"{P1}/raw"
+DAY1 = "2017-11-22"
+
+
+def master_doc(path: str, named: list[str], **changes: Any) -> FileDocument:
+    """A master file's document as the HDF5 indexer gives it."""
+    metadata = {"role": "master", "data_files": named, "data_file_count": len(named)}
+    return make_doc(path, kind=KIND_HDF5, **{"metadata": metadata, "visit_date": DAY1, **changes})
+
+
+def data_doc(path: str, **changes: Any) -> FileDocument:
+    return make_doc(path, kind=KIND_HDF5, **{"visit_date": DAY1, **changes})
+
+
+def dataset() -> tuple[FileDocument, list[FileDocument], FileDocument]:
+    """A master, the three files it names (one not named like a detector file), and a
+    plain file beside them."""
+    parts = [data_doc(f"{RAW1}/m_data_00000{i}.h5") for i in (1, 2)]
+    parts.append(data_doc(f"{RAW1}/lysozyme_frames.h5"))
+    master = master_doc(
+        f"{RAW1}/m_master.h5", [d.path for d in parts] + ["/elsewhere/outside_the_root.h5"]
+    )
+    return master, parts, data_doc(f"{RAW1}/plain.h5")
+
+
+def master_path(store: Store, doc: FileDocument) -> str | None:
+    stored = store.get(doc.id)
+    assert stored is not None
+    if stored.metadata.get("role") == "data":
+        assert isinstance(stored.metadata["master"], str)
+        return str(stored.metadata["master"])
+    assert "master" not in stored.metadata
+    return None
+
+
+@pytest.mark.parametrize("order", ["master first", "data first", "one batch"])
+def test_a_master_claims_the_files_it_names_in_any_order(store: Store, order: str) -> None:
+    master, parts, plain = dataset()
+    if order == "master first":
+        put(store, [master])
+        put(store, [*parts, plain])
+    elif order == "data first":
+        put(store, [*parts, plain])
+        put(store, [master])
+    else:
+        put(store, [parts[0], master, *parts[1:], plain])
+    assert [master_path(store, d) for d in parts] == [master.path] * 3
+    assert master_path(store, plain) is None
+    assert store.get(master.id) == master
+    assert store.count() == 5
+    every = search(store, size=10)
+    assert every.total == 5  # the operator's view is per file
+    part = store.get(parts[2].id)
+    assert part is not None and part in every.items
+    assert part == parts[2].with_changes(
+        metadata={**parts[2].metadata, "role": "data", "master": master.path}
+    )
+
+
+def test_collapse_leaves_out_the_parts_from_items_total_and_facets(store: Store) -> None:
+    master, parts, plain = dataset()
+    put(store, [master, *parts, plain])
+    result = search(store, collapse=True, size=10, facets=("proposal", "kind"))
+    assert paths(result) == [master.path, plain.path]
+    assert result.total == 2
+    assert result.facets == {"proposal": {"20170251": 2}, "kind": {KIND_HDF5: 2}}
+    shown = result.items[0]
+    assert shown.metadata["data_file_count"] == 3 + 1
+    assert len(shown.metadata["data_files"]) == 4
+    group = frozenset({"20170251-group"})
+    assert search(store, collapse=True, groups=group).total == 2
+    assert search(store, collapse=True, text="lysozyme").total == 0  # a part: left out
+    assert search(store, text="lysozyme").total == 1
+    pages = all_pages(store, collapse=True, size=1, sort="-path")
+    assert [d.path for d in pages] == [plain.path, master.path]
+
+
+def test_a_part_keeps_its_master_when_written_again_alone(store: Store) -> None:
+    master, parts, _ = dataset()
+    put(store, [master, *parts])
+    again = parts[0].with_changes(size=5, metadata={"structure": {"datasets": 1}})
+    put(store, [again])
+    assert master_path(store, again) == master.path
+    assert search(store, collapse=True).total == 1
+
+
+def test_deleting_the_master_releases_its_parts(store: Store) -> None:
+    master, parts, plain = dataset()
+    put(store, [master, *parts, plain])
+    store.delete([master.id])
+    store.flush()
+    assert [master_path(store, d) for d in parts] == [None] * 3
+    assert store.get(parts[0].id) == parts[0]
+    assert search(store, collapse=True).total == 4
+    put(store, [master])  # and it can come back
+    assert [master_path(store, d) for d in parts] == [master.path] * 3
+
+
+def test_a_master_that_stops_naming_a_file_releases_it(store: Store) -> None:
+    master, parts, _ = dataset()
+    put(store, [master, *parts])
+    fewer = master_doc(master.path, [parts[0].path])
+    put(store, [fewer])
+    assert [master_path(store, d) for d in parts] == [master.path, None, None]
+    assert paths(search(store, collapse=True)) == sorted(
+        [master.path, *(d.path for d in parts[1:])]
+    )
+    no_longer = make_doc(master.path, kind=KIND_HDF5, visit_date=DAY1)  # no links at all now
+    put(store, [no_longer])
+    assert [master_path(store, d) for d in parts] == [None] * 3
+    assert search(store, collapse=True).total == 4
+
+
+def test_the_first_of_two_masters_by_path_wins(store: Store) -> None:
+    master, parts, _ = dataset()
+    second = master_doc(f"{RAW1}/a_master.h5", [parts[0].path])
+    put(store, [master, *parts])
+    put(store, [second])
+    assert master_path(store, parts[0]) == second.path
+    assert master_path(store, parts[1]) == master.path
+    store.delete([second.id])
+    store.flush()
+    assert master_path(store, parts[0]) == master.path
+
+
+def test_a_master_claims_only_files_with_its_access_and_visit_date(store: Store) -> None:
+    other_proposal = data_doc(f"{P2}/raw/d.h5")
+    other_day = data_doc(f"{RAW1}/other_day.h5", visit_date="2017-11-23")
+    other_master = master_doc(f"{RAW1}/inner_master.h5", [f"{RAW1}/x.h5"])
+    master = master_doc(
+        f"{RAW1}/m_master.h5", [other_proposal.path, other_day.path, other_master.path]
+    )
+    put(store, [master, other_proposal, other_day, other_master])
+    assert [master_path(store, d) for d in (other_proposal, other_day, other_master)] == [None] * 3
+    assert search(store, collapse=True).total == 4
+
+
+def test_what_an_extraction_said_about_a_master_is_not_taken_on_trust(store: Store) -> None:
+    claimed = {"role": "data", "master": f"{RAW1}/not_stored_master.h5"}
+    orphan = data_doc(f"{RAW1}/x_data_000001.h5", metadata=claimed)
+    put(store, [orphan])
+    assert master_path(store, orphan) is None
+    assert paths(search(store, collapse=True)) == [orphan.path]
+
+
+# -- embargo ----------------------------------------------------------------------------------
+def embargo_catalogue(store: Store) -> dict[str, FileDocument]:
+    docs = {
+        "old": make_doc(f"{P1}/raw/old.h5", visit_date="2017-11-22"),
+        "day": make_doc(f"{P1}/raw/day.h5", visit_date="2019-01-01"),
+        "new": make_doc(f"{P2}/raw/new.h5", visit_date="2021-05-05"),
+        "undated": make_doc(f"{P1}/raw/undated.h5"),
+        "old2": make_doc(f"{P2}/raw/old2.h5", visit_date="2018-03-01"),
+    }
+    put(store, list(docs.values()))
+    return docs
+
+
+def test_embargo_makes_old_visits_public(store: Store) -> None:
+    docs = embargo_catalogue(store)
+    stranger = frozenset({"someone-else"})
+    result = search(store, groups=stranger, public_before="2019-01-01", size=10)
+    assert sorted(paths(result)) == sorted([docs["old"].path, docs["old2"].path])
+    assert result.total == 2
+    assert result.facets["proposal"] == {"20170251": 1, "20180042": 1}
+    pages = all_pages(store, groups=stranger, public_before="2019-01-01", size=1)
+    assert sorted(d.path for d in pages) == sorted(paths(result))
+    assert search(store, groups=stranger).total == 0  # no embargo: nothing
+    assert search(store, groups=frozenset(), public_before="2019-01-01").total == 2
+    # what the groups see anyway stays visible; undated documents only through the groups
+    own = search(store, groups=frozenset({"20180042-group"}), public_before="2019-01-01")
+    assert sorted(paths(own)) == sorted([docs["old"].path, docs["old2"].path, docs["new"].path])
+    later = search(store, groups=stranger, public_before="2100-01-01", size=10)
+    assert docs["undated"].path not in paths(later)
+    assert later.total == 4
+    assert search(store, public_before="2000-01-01").total == 5  # the operator's view
+
+
+def test_embargo_on_get(store: Store) -> None:
+    docs = embargo_catalogue(store)
+    stranger = frozenset({"someone-else"})
+    assert store.get(docs["old"].id, groups=stranger) is None
+    assert store.get(docs["old"].id, groups=stranger, public_before="2019-01-01") == docs["old"]
+    assert store.get(docs["day"].id, groups=stranger, public_before="2019-01-01") is None
+    assert store.get(docs["day"].id, groups=stranger, public_before="2019-01-02") == docs["day"]
+    assert store.get(docs["undated"].id, groups=stranger, public_before="2100-01-01") is None
+    assert store.get(docs["new"].id, public_before="2000-01-01") == docs["new"]
+
+
+def test_embargo_and_collapse_together(store: Store) -> None:
+    master, parts, plain = dataset()
+    put(store, [master, *parts, plain])
+    stranger = frozenset({"someone-else"})
+    result = search(store, groups=stranger, public_before="2018-01-01", collapse=True)
+    assert paths(result) == [master.path, plain.path]
+    assert search(store, groups=stranger, public_before=DAY1, collapse=True).total == 0
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2019-13-01", "2019-01-01T00:00:00", ""])
+def test_an_embargo_date_must_be_an_iso_date(value: str) -> None:
+    with pytest.raises(ValueError, match="ISO date"):
+        SearchQuery(public_before=value)
+
+
+def test_an_embargo_date_is_normalised() -> None:
+    assert SearchQuery(public_before="20190101").public_before == "2019-01-01"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from catalogd import __version__
+from catalogd import __version__, logs
 from catalogd.config import Settings, load_settings, resolve_config_path
 from catalogd.errors import EX_SOFTWARE, CatalogdError
 
@@ -33,6 +33,7 @@ class CliContext:
         """The validated settings (ConfigError, exit 78, when invalid)."""
         if self._settings is None:
             self._settings = load_settings(resolve_config_path(self.config_option))
+            logs.apply_settings(self._settings)
         return self._settings
 
     def store_url(self, option: str | None) -> str:
@@ -50,9 +51,12 @@ COMMANDS = {
     "check-config": "catalogd.cli.check_config:command",
     "demo": "catalogd.cli.demo:command",
     "extract": "catalogd.cli.extract:command",
+    "reindex": "catalogd.cli.reindex:command",
     "run": "catalogd.cli.run:command",
     "scan": "catalogd.cli.scan:command",
     "search": "catalogd.cli.search:command",
+    "serve": "catalogd.cli.serve:command",
+    "status": "catalogd.cli.status:command",
     "violations": "catalogd.cli.audit:violations",
 }
 
@@ -87,7 +91,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, config_option: str | None, verbose: int) -> None:
     """Catalogue, police and search a light source's /data tree."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logs.setup(level)
     ctx.obj = CliContext(config_option=config_option)
 
 
@@ -96,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = cli.main(args=argv, prog_name="catalogd", standalone_mode=False)
     except CatalogdError as exc:
-        click.echo(f"catalogd: error: {exc.message}", err=True)
+        if logs.json_enabled():  # one JSON object per line on stderr, this one too
+            log.error("%s", exc.message, extra={"exit_code": exc.exit_code})
+        else:
+            click.echo(f"catalogd: error: {logs.REDACTOR(exc.message)}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("catalogd: aborted", err=True)

@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,7 +14,12 @@ from catalogd.cli import CliContext, pass_cli
 from catalogd.config import Settings, load_settings, resolve_config_path
 from catalogd.errors import UsageError
 from catalogd.layout import normalise_root
-from catalogd.store import open_store
+from catalogd.optional import require
+from catalogd.store import open_spooled_store, spool_directory
+from catalogd.store.base import Store
+
+if TYPE_CHECKING:
+    from api.server import BackgroundServer
 
 
 def _with_overrides(settings: Settings, root: str | None, store_url: str | None) -> Settings:
@@ -24,6 +29,15 @@ def _with_overrides(settings: Settings, root: str | None, store_url: str | None)
     if store_url is not None:
         update["store"] = settings.store.model_copy(update={"url": store_url})
     return settings.model_copy(update=update) if update else settings
+
+
+def _start_api(settings: Settings, store: Store) -> BackgroundServer:
+    """The search API served beside the daemon on ``[api] listen`` (``[api] enabled``)."""
+    require("fastapi", "api")
+    require("uvicorn", "api")
+    from api.server import start_in_background
+
+    return start_in_background(settings, store)
 
 
 @click.command("run")
@@ -59,8 +73,11 @@ def command(ctx: CliContext, root: str | None, store_option: str | None, poll: b
         fresh = load_settings(resolve_config_path(ctx.config_option))
         return _with_overrides(fresh, root, store_option)
 
-    with open_store(settings.store.url) as store:
-        daemon = Daemon(settings, store, reload=reload)
+    spool_dir = spool_directory(settings.store.spool_dir, settings.daemon.state_dir)
+    with open_spooled_store(
+        settings.store.url, spool_dir=spool_dir, name="run", local_reads=True
+    ) as store:
+        daemon = Daemon(settings, store, reload=reload, listen=settings.daemon.listen)
 
         def on_stop(signum: int, frame: FrameType | None) -> None:
             daemon.request_stop()
@@ -71,4 +88,9 @@ def command(ctx: CliContext, root: str | None, store_option: str | None, poll: b
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
-        daemon.run()
+        api_server = _start_api(settings, store) if settings.api.enabled else None
+        try:
+            daemon.run()
+        finally:
+            if api_server is not None:
+                api_server.stop()

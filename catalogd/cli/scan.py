@@ -10,7 +10,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from catalogd.cli import CliContext, pass_cli
 from catalogd.cli.output import err_console, interactive
 from catalogd.scan import Scanner, ScanStats
-from catalogd.store import open_store
+from catalogd.store import open_spooled_store, spool_directory
 from indexers.registry import Registry
 
 
@@ -31,7 +31,12 @@ def command(
     root = os.path.abspath(root)
     layout = settings.layout_for(root)
     with (
-        open_store(ctx.store_url(store_option)) as store,
+        open_spooled_store(
+            ctx.store_url(store_option),
+            spool_dir=spool_directory(settings.store.spool_dir, settings.daemon.state_dir),
+            name="scan",
+            required=False,
+        ) as store,
         Registry.from_entry_points(settings=settings.indexers) as registry,
     ):
         scanner = Scanner(

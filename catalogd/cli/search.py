@@ -33,6 +33,11 @@ _SORTS = [*SORT_FIELDS, *(f"-{name}" for name in SORT_FIELDS)]
 @click.option("--start-to", metavar="ISO", help="Measurement start on or before.")
 @click.option("--sort", type=click.Choice(_SORTS), default="path", show_default=True)
 @click.option("--limit", type=click.IntRange(min=0), help="Stop after this many files.")
+@click.option(
+    "--collapse",
+    is_flag=True,
+    help="One line per measurement: leave out the data files of catalogued masters.",
+)
 @pass_cli
 def command(
     ctx: CliContext,
@@ -49,9 +54,11 @@ def command(
     start_to: str | None,
     sort: str,
     limit: int | None,
+    collapse: bool,
 ) -> None:
     """Find files in the catalogue: every term of QUERY must occur (partial words
-    match) in the file's name, path, proposal, titles or samples."""
+    match) in the file's name, path, proposal, titles or samples. Every file is listed,
+    data files of a master too (their ``metadata.master`` names it) unless --collapse."""
     page_size = MAX_PAGE_SIZE if limit is None else min(limit, MAX_PAGE_SIZE)
     base = SearchQuery(
         text=" ".join(query) or None,
@@ -66,6 +73,7 @@ def command(
         sort=sort,
         size=page_size,
         facets=(),
+        collapse=collapse,
     )
     with open_store(ctx.store_url(store_option)) as store:
         shown = 0

@@ -165,6 +165,13 @@ class ExtractWorker(threading.Thread):
             failures += not result.ok
             stored.append(merge_result(doc, result, self.clock()))
         if stored:
-            self.store.put(stored)
+            try:
+                self.store.put(stored)
+            except CatalogdError as exc:
+                # Not stored (the store, or its spool's disk, failed): the files are read
+                # again after a quiet period, and this thread keeps working.
+                log.error("cannot store %d documents: %s", len(stored), exc.message)
+                retry = tuple(w for w, _ in batch.items)
+                return Done((), retry, paths, failures=len(stored))
         self.counters.add(len(stored), failures, len(again))
         return Done(tuple(stored), tuple(again), paths, failures)

@@ -5,7 +5,8 @@ path and says what to do with it as a :class:`Step`; it checks the policy itself
 records findings), but leaves the store writes and the extraction to its caller (the
 service), which batches them. Content is re-extracted only when the file's fingerprint
 (size, mtime, inode) changed; a change of ctime alone (owner, group, mode) keeps the
-metadata already extracted.
+metadata already extracted. Which master a data file belongs to is the store's to decide
+(:mod:`catalogd.store.links`), so a data file re-read alone keeps its master.
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ it:
 :meth:`Daemon.run` blocks until :meth:`Daemon.request_stop` (SIGTERM); then the source
 is stopped, what is due is finished, the workers get until ``stop_timeout_s`` and the
 store is flushed. What was not finished is found by the reconcile at the next start.
+
+Operations: the loop tells systemd how it is (:mod:`catalogd.daemon.notify`: ``READY=1``
+once watching, ``STATUS=`` lines for the reconcile and a degraded store, ``WATCHDOG=1``
+from the loop itself, ``STOPPING=1``), counts what it does in :mod:`catalogd.metrics`
+(the store is wrapped in a :class:`~catalogd.metrics.MeteredStore` that times its
+writes), and, given ``listen``, answers ``/healthz``, ``/readyz`` and ``/metrics``
+(:mod:`catalogd.daemon.http`) from threads of its own.
 """
 
 from __future__ import annotations
@@ -33,18 +40,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from catalogd import logs
 from catalogd.config import DaemonSettings, Settings
 from catalogd.daemon import readiness
 from catalogd.daemon.coalesce import Coalescer, Work
 from catalogd.daemon.extract import Batch, Done, ExtractCounters, ExtractWorker
+from catalogd.daemon.http import HealthListener, ListenerUnavailable
+from catalogd.daemon.notify import Notifier
 from catalogd.daemon.pipeline import Pipeline, StepKind
 from catalogd.daemon.reconcile import ReconcileResult, confirm_gone, reconcile
 from catalogd.errors import CatalogdError
 from catalogd.events import Event, Moved, Overflow, PathEvent, SourceFailed, Unwatched
 from catalogd.layout import LayoutConfig
+from catalogd.metrics import INDEXERS_UNAVAILABLE, DaemonMetrics, MeteredStore, store_health
 from catalogd.policy import make_policy
 from catalogd.sources import EventSource, open_source
 from catalogd.store.base import Fingerprint, Store
+from catalogd.violations import Violation
 from indexers.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -64,6 +76,13 @@ IN_FLIGHT_RETRY_S = 0.1
 #: How often status.json is rewritten (when something changed).
 STATUS_INTERVAL_S = 1.0
 STATUS_FILE = "status.json"
+#: /healthz fails when the loop has not turned for this long (it turns at least every
+#: IDLE_WAIT_S; a store write that retries may hold it for tens of seconds).
+HEALTHZ_STALE_S = 120.0
+#: Open violations are counted again (for the metrics) this often when the audit
+#: records changed, and at least every VIOLATIONS_FULL_REFRESH_S.
+VIOLATIONS_REFRESH_S = 10.0
+VIOLATIONS_FULL_REFRESH_S = 300.0
 
 EventFilter = Callable[[Event], bool]
 
@@ -91,6 +110,8 @@ class DaemonStats:
     pending: int = 0
     in_flight: int = 0
     stopped_cleanly: bool = False
+    #: Where /healthz, /readyz and /metrics answer ("" when not listening).
+    listen: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +132,20 @@ class Daemon:
         registry_factory: Callable[[], Registry] | None = None,
         event_filter: EventFilter | None = None,
         source_factory: Callable[[str, queue.Queue[Event]], EventSource] | None = None,
+        notifier: Notifier | None = None,
+        metrics: DaemonMetrics | None = None,
+        listen: str | None = None,
     ) -> None:
         self.settings = settings
         self.config: DaemonSettings = settings.daemon
-        self.store = store
+        #: Prometheus metrics (their own registry unless one is given).
+        self.metrics = metrics if metrics is not None else DaemonMetrics()
+        self.store: Store = MeteredStore(store, self.metrics, on_audit=self._audit_recorded)
+        #: sd_notify (a no-op outside systemd); the loop pings its watchdog.
+        self.notifier = notifier if notifier is not None else Notifier.from_environ()
+        #: ``[daemon] listen`` for the HTTP listener (None or "": none).
+        self._listen = listen
+        self._listener: HealthListener | None = None
         self.layout: LayoutConfig = settings.layout_config()
         self.root = self.layout.root
         self._reload_settings = reload
@@ -138,7 +169,7 @@ class Daemon:
         self.counters = ExtractCounters()
         self.coalescer = Coalescer(quiet_period_s=self.config.quiet_period_s)
         self.pipeline = Pipeline(
-            store,
+            self.store,
             self.layout,
             make_policy(settings.policy, self.layout),
             hdf5_suffixes=settings.indexers.hdf5_suffixes,
@@ -162,6 +193,15 @@ class Daemon:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._last_status: dict[str, Any] = {}
+        self._tick = time.monotonic()
+        #: /healthz fails when the loop has not turned for this long.
+        self.healthz_stale_s = HEALTHZ_STALE_S
+        self._stopping = False
+        self._health: dict[str, Any] = {"state": "ok"}
+        self._violations_dirty = False
+        self._next_violations = 0.0
+        self._reconcile_found = 0
+        self._watch_queue_depths()
 
     # -- control -----------------------------------------------------------------------
 
@@ -217,7 +257,19 @@ class Daemon:
     def run(self) -> None:
         """Watch, index and reconcile until :meth:`request_stop`."""
         self.stats.started_at = time.time()
-        self.pipeline.open_violations = {v.path for v in self.store.violations()}
+        self.metrics.started.set(self.stats.started_at)
+        self._open_listener()
+        try:
+            self._run()
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+            self.notifier.close()
+
+    def _run(self) -> None:
+        open_now = self.store.violations()
+        self.pipeline.open_violations = {v.path for v in open_now}
+        self._count_violations(open_now)
         self._start_source()
         for i in range(self.config.extract_workers):
             worker = ExtractWorker(
@@ -243,8 +295,12 @@ class Daemon:
         next_poll = now + self.config.poll_interval_s
         next_status = now
         self.started.set()
+        self._refresh_health(now)
+        self.notifier.ready(self.status_line())
         try:
             while not self._stop.is_set():
+                self._tick = time.monotonic()
+                self.notifier.watchdog()
                 if self._reload.is_set():
                     self._reload.clear()
                     self.reload()
@@ -261,6 +317,7 @@ class Daemon:
                         self.request_reconcile(path)
                 if now >= next_status:
                     next_status = now + STATUS_INTERVAL_S
+                    self._refresh_health(now)
                     self.write_status()
         finally:
             self._shutdown()
@@ -298,6 +355,7 @@ class Daemon:
             self.stats.source = self.source.name
             self.stats.reason = self.source.reason
         self.stats.watching = True
+        self.metrics.set_source(self.stats.source)
         log.info(
             "catalogd run: watching %s with %s: %s", self.root, self.stats.source, self.stats.reason
         )
@@ -323,10 +381,12 @@ class Daemon:
         if self._event_filter is not None and not self._event_filter(event):
             return
         self.stats.events += 1
+        self.metrics.events.labels(source=self.stats.source or "unknown").inc()
         if isinstance(event, PathEvent | Moved):
             self.coalescer.add(event)
         elif isinstance(event, Overflow):
             self.stats.overflows += 1
+            self.metrics.overflows.inc()
             log.warning("events were lost (%s): rescanning %s", event.reason, self.root)
             self.request_reconcile(self.root)
         elif isinstance(event, Unwatched):
@@ -358,6 +418,8 @@ class Daemon:
             except queue.Empty:
                 return
             if kind == "work":
+                self._reconcile_found += len(payload)
+                self.metrics.events.labels(source="reconcile").inc(len(payload))
                 for work in payload:
                     self.coalescer.add_work(work)
             elif kind == "done":
@@ -371,7 +433,13 @@ class Daemon:
         self._in_flight.difference_update(done.paths)
         for doc in done.stored:
             self.pipeline.remember(doc)
+            if doc.error is not None:
+                self.metrics.extraction_failed(doc.error)
         self.stats.stored += len(done.stored)
+        self.metrics.files_indexed.inc(len(done.stored))
+        self.metrics.files_extracted.inc(len(done.stored))
+        if not done.stored and done.failures:
+            self.metrics.extraction_failures.labels(reason=INDEXERS_UNAVAILABLE).inc(done.failures)
         for work in done.again:
             self.coalescer.defer(work, self.config.quiet_period_s)
 
@@ -385,6 +453,7 @@ class Daemon:
             for fp in gone:
                 self.pipeline.resolve(fp.path, recursive=False)
             self.stats.deleted += len(ids)
+            self.metrics.files_deleted.inc(len(ids))
 
     def _reconciled(self, result: ReconcileResult) -> None:
         self.stats.reconciles += 1
@@ -402,6 +471,11 @@ class Daemon:
         }
         if result.root == self.root and result.complete:
             self.stats.reconciled_at_start = True
+        self.metrics.reconciled(
+            duration_s=result.elapsed_s,
+            complete=result.complete,
+            whole_root=result.root == self.root,
+        )
         log.info("reconciled %s: %s", result.root, self.stats.last_reconcile)
 
     def _on_done(self, done: Done) -> None:
@@ -435,6 +509,7 @@ class Daemon:
                 self.store.delete(step.ids)
                 self.pipeline.forget([work.path])
                 self.stats.deleted += 1
+                self.metrics.files_deleted.inc()
             elif step.kind is StepKind.DEFER:
                 log.debug("%s not ready: %s", work.path, step.reason)
                 self.coalescer.defer(work, step.delay)
@@ -443,6 +518,7 @@ class Daemon:
         if docs:
             self.store.put(docs)
             self.stats.stored += len(docs)
+            self.metrics.files_indexed.inc(len(docs))
         if extract:
             size = max(1, min(EXTRACT_BATCH, -(-len(extract) // len(self._workers))))
             for start in range(0, len(extract), size):
@@ -481,6 +557,8 @@ class Daemon:
             self._reconciling.set()
             try:
                 self._reconcile_one(request)
+            except CatalogdError as exc:  # a store outage, say: one clear line, retried later
+                log.error("reconcile of %s failed: %s", request.root, exc)
             except Exception:
                 log.exception("reconcile of %s failed", request.root)
             finally:
@@ -517,6 +595,9 @@ class Daemon:
         except CatalogdError as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc.message)
             return
+        # New secrets (a rotated password) are masked before anything else is logged;
+        # the log format changes at once.
+        logs.apply_settings(new)
         old = self.settings
         restart = [
             name
@@ -527,6 +608,7 @@ class Daemon:
                 ("daemon.poll_only", old.daemon.poll_only, new.daemon.poll_only),
                 ("daemon.extract_workers", old.daemon.extract_workers, new.daemon.extract_workers),
                 ("daemon.queue_size", old.daemon.queue_size, new.daemon.queue_size),
+                ("daemon.listen", old.daemon.listen, new.daemon.listen),
                 ("layout", old.layout, new.layout),
                 ("indexers", old.indexers, new.indexers),
             )
@@ -552,6 +634,110 @@ class Daemon:
         logging.getLogger("catalogd").setLevel(self.settings.log.level)
         log.info("SIGHUP: configuration reloaded")
 
+    # -- health, readiness, metrics ----------------------------------------------------
+
+    def _open_listener(self) -> None:
+        if not self._listen:
+            return
+        try:
+            self._listener = HealthListener(
+                self._listen, self.metrics.registry, health=self.healthz, ready=self.readyz
+            )
+        except ListenerUnavailable as exc:
+            # A busy port must not keep the catalogue from being maintained.
+            log.error("%s: running without /healthz, /readyz and /metrics", exc.message)
+            return
+        self._listener.start()
+        self.stats.listen = self._listener.address
+        log.info("health and metrics on http://%s (/healthz, /readyz, /metrics)", self.stats.listen)
+
+    def _watch_queue_depths(self) -> None:
+        depth = self.metrics.queue_depth
+        depth.labels(queue="events").set_function(self.events.qsize)
+        depth.labels(queue="pending").set_function(lambda: len(self.coalescer))
+        depth.labels(queue="extract").set_function(
+            lambda: len(self._backlog) + self._extract_q.qsize()
+        )
+        depth.labels(queue="in_flight").set_function(lambda: len(self._in_flight))
+
+    def _audit_recorded(self) -> None:
+        self._violations_dirty = True
+
+    def _count_violations(self, open_now: list[Violation]) -> None:
+        self.metrics.set_open_violations(collections.Counter(v.rule for v in open_now))
+
+    def _refresh_health(self, now: float) -> None:
+        """Read the store's health, count violations when due, tell systemd (loop)."""
+        try:
+            self._health = store_health(self.store)
+        except CatalogdError as exc:
+            self._health = {"state": "degraded", "error": exc.message}
+        self.metrics.set_store_health(self._health)
+        due = self._violations_dirty and now >= self._next_violations
+        if due or now >= self._next_violations + VIOLATIONS_FULL_REFRESH_S:
+            self._violations_dirty = False
+            self._next_violations = now + VIOLATIONS_REFRESH_S
+            try:
+                self._count_violations(self.store.violations())
+            except CatalogdError as exc:
+                log.warning("cannot count the open violations: %s", exc.message)
+        self.metrics.ready.set(1 if self.readyz()[0] else 0)
+        self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS= (and ``systemctl status``)."""
+        health = self._health
+        if health.get("state", "ok") != "ok":
+            text = f"store {health.get('state')}"
+            if health.get("spooled") is not None:
+                text += f": {health['spooled']} writes spooled"
+            if health.get("oldest_age_s") is not None:
+                text += f" (oldest {float(health['oldest_age_s']):.0f} s)"
+            if health.get("error"):
+                text += f"; {logs.REDACTOR(str(health['error']))}"
+            return text
+        where = f"watching {self.root} with {self.stats.source}"
+        if not self.stats.reconciled_at_start:
+            return f"{where}; reconciling: {self._reconcile_found} paths to look at found so far"
+        return (
+            f"{where}; {self.stats.stored} documents written, "
+            f"{len(self.coalescer) + len(self._in_flight)} paths pending"
+        )
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the loop turned within ``healthz_stale_s`` (from any thread)."""
+        age = time.monotonic() - self._tick
+        ok = age < self.healthz_stale_s or self.stopped.is_set()
+        return ok, {"status": "ok" if ok else "stalled", "loop_age_s": round(age, 3)}
+
+    def readyz(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: watching, not stopping, and the store healthy (from any thread)."""
+        store = dict(self._health)
+        if "error" in store:
+            store["error"] = logs.REDACTOR(str(store["error"]))
+        watching = self.stats.watching and not self._stopping
+        ok = watching and store.get("state", "ok") == "ok"
+        if ok:
+            status = "ready"
+        elif not watching:
+            status = "stopping" if self._stopping else "starting"
+        else:
+            status = "degraded"
+        body = {
+            "status": status,
+            "source": self.stats.source,
+            "watching": watching,
+            "reconciled_at_start": self.stats.reconciled_at_start,
+            "reconciling": self._reconciling.is_set(),
+            "pending": len(self.coalescer),
+            "in_flight": len(self._in_flight),
+            "store": store,
+            "uptime_s": round(time.time() - self.stats.started_at, 3)
+            if self.stats.started_at
+            else 0.0,
+        }
+        return ok, body
+
     def write_status(self) -> None:
         """Write status.json into ``state_dir`` (atomically), if one is configured."""
         self.stats.pending = len(self.coalescer)
@@ -561,6 +747,10 @@ class Daemon:
         if self.config.state_dir is None:
             return
         data = asdict(self.stats)
+        store = dict(self._health)  # the store's health: "ok", or degraded and spooling
+        if "error" in store:
+            store["error"] = logs.REDACTOR(str(store["error"]))
+        data["store"] = store
         if data == self._last_status:
             return
         self._last_status = data
@@ -577,6 +767,11 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.stop_timeout_s
+        self._stopping = True
+        self.metrics.ready.set(0)
+        self.notifier.stopping(
+            f"stopping: finishing what is due (at most {self.config.stop_timeout_s:g} s)"
+        )
         log.info("stopping: finishing what is due (at most %g s)", self.config.stop_timeout_s)
         if self.source is not None:
             try:

@@ -6,7 +6,9 @@ the same contract, checked by one test suite (``tests/test_store_contract.py``):
 
 * ``put`` is an idempotent upsert by ``id``; ``delete`` of an unknown id is a no-op.
 * Writes may be applied asynchronously; after ``flush()`` returns, every earlier write
-  is durable and visible to ``get``/``search``/``iter_documents``.
+  is durable and visible to ``get``/``search``/``iter_documents``. (The exception: a
+  :class:`~catalogd.store.spool.SpoolingStore` whose cluster cannot be reached makes
+  them durable in its spool only, and says so in :meth:`Store.health`.)
 * ``search`` applies every filter *inside* the query. When ``query.groups`` is not
   None, only documents whose ``access_groups`` meet those groups exist for the caller:
   they are left out of ``items``, ``total`` and ``facets`` alike. ``groups=None`` is
@@ -16,6 +18,18 @@ the same contract, checked by one test suite (``tests/test_store_contract.py``):
   (file name, path, proposal, titles, samples): partial words match.
 * Results are ordered by ``query.sort`` then by id; ``next_cursor`` continues after the
   last item and is None on the last page.
+* Embargo: with ``public_before`` (an ISO date) and ``groups`` not None, a document is
+  also visible when its ``visit_date`` is set and earlier than that date; a document
+  without a visit date is never made public this way. ``get`` takes the same pair.
+* Datasets: a master file (``metadata.role == "master"``) names the files it links to in
+  ``metadata.data_files``. Every store presents a stored file that a stored master
+  names, with the same access groups and visit date, as that master's part:
+  ``metadata.role == "data"`` and ``metadata.master`` = the master's path (the first
+  such master by path), whatever the file's own extraction said, and in whatever order
+  the two were written; deleting the master, or a master no longer naming the file,
+  undoes it. ``collapse`` leaves such parts out of items, total and facets, so a search
+  returns measurements; the master's ``metadata.data_files`` and
+  ``metadata.data_file_count`` tell how many files it has.
 * ``fingerprints`` gives, for every document (optionally under a path prefix), what
   tells whether its file changed since it was stored: id, path, size, mtime, ctime and
   inode exactly as they were stored (the daemon compares them with ``lstat`` to catch
@@ -27,10 +41,12 @@ the same contract, checked by one test suite (``tests/test_store_contract.py``):
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from catalogd.document import FileDocument
 from catalogd.violations import Violation, ViolationState
@@ -41,6 +57,16 @@ MAX_PAGE_SIZE = 1000
 SORT_FIELDS = ("path", "mtime", "size", "start_time", "indexed_at")
 FACET_FIELDS = ("user_type", "beamline", "proposal", "visit", "kind")
 DEFAULT_FACETS = ("user_type", "beamline", "proposal", "kind")
+
+
+def iso_date(value: str | None) -> str | None:
+    """``value`` as ``YYYY-MM-DD`` (None stays None); ValueError if it is no ISO date."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except (TypeError, ValueError):
+        raise ValueError(f"not an ISO date (YYYY-MM-DD): {value!r}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,8 +90,14 @@ class SearchQuery:
     size: int = DEFAULT_PAGE_SIZE
     cursor: str | None = None
     facets: tuple[str, ...] = DEFAULT_FACETS
+    #: Leave out the data files of stored masters (one item per measurement).
+    collapse: bool = False
+    #: Embargo: with ``groups``, documents whose visit date is before this ISO date are
+    #: visible to every caller too. Normalised to ``YYYY-MM-DD``.
+    public_before: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "public_before", iso_date(self.public_before))
         if self.sort.lstrip("-") not in SORT_FIELDS:
             raise ValueError(f"cannot sort on {self.sort!r}; choose one of {SORT_FIELDS}")
         if not 0 <= self.size <= MAX_PAGE_SIZE:
@@ -128,8 +160,15 @@ class Store(abc.ABC):
         """Remove documents by id; unknown ids are ignored."""
 
     @abc.abstractmethod
-    def get(self, doc_id: str, *, groups: frozenset[str] | None = None) -> FileDocument | None:
-        """The document with this id, or None if absent or not visible to ``groups``."""
+    def get(
+        self,
+        doc_id: str,
+        *,
+        groups: frozenset[str] | None = None,
+        public_before: str | None = None,
+    ) -> FileDocument | None:
+        """The document with this id, or None if absent or not visible to ``groups``
+        (with the embargo ``public_before``, as in SearchQuery)."""
 
     @abc.abstractmethod
     def search(self, query: SearchQuery) -> SearchResult:
@@ -174,6 +213,12 @@ class Store(abc.ABC):
         path_prefix: str | None = None,
     ) -> list[Violation]:
         """Stored violations in ``state``, ordered by path, rule and first_seen."""
+
+    def health(self) -> dict[str, Any]:
+        """``{"state": "ok"}``, or ``{"state": "degraded", ...}`` with the reason: a
+        store whose writes are spooled while its cluster is unreachable reports
+        ``spooled``, ``oldest_age_s`` and ``error`` (:mod:`catalogd.store.spool`)."""
+        return {"state": "ok"}
 
     def flush(self) -> None:  # noqa: B027 - synchronous stores have nothing to flush
         """Block until every earlier write is durable and visible."""

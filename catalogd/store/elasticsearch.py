@@ -19,10 +19,28 @@ REFRESH_INTERVAL (1 s), so a document is searchable about a second after ``put``
 returns; ``flush()`` refreshes at once (what tests and ``catalogd scan`` use). Audit
 results that change the violations index refresh it at once: the next audit of the same
 scope reads them, and most audits change nothing.
+
+Reads: ``get`` is a real-time get by id (it sees writes not yet refreshed) with the
+caller's access checked on the stored ``access_groups`` of that one document;
+``iter_documents`` reads one point-in-time snapshot, so concurrent writes neither repeat
+nor skip documents.
+
+Mapping versions: the files index records the mapping version it was built with in its
+mapping's ``_meta`` (an index without one is version 1). Opening a catalogue whose index
+is older than :data:`~catalogd.store.es_schema.SCHEMA_VERSION` raises
+:class:`~catalogd.store.es_errors.SchemaOutdated` ("run catalogd reindex") instead of
+failing on the first write; :mod:`catalogd.store.es_reindex` builds the next version.
+A write refused by an index write block (``catalogd reindex`` sets one for the moment
+it takes to catch up and swap the alias) is retried like a busy cluster.
+
+An unreachable cluster raises StoreUnavailable with catalogd's own message; the
+client's per-node warnings are silenced (:mod:`catalogd.store.spool` keeps writes
+during an outage).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -32,15 +50,22 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, NotFoundError
 
 from catalogd.document import FileDocument
 from catalogd.errors import StoreError, StoreUnavailable, UsageError
+from catalogd.store import es_links
 from catalogd.store import es_query as q
 from catalogd.store import es_schema as schema
-from catalogd.store.base import SearchQuery, SearchResult, Store
-from catalogd.store.es_errors import CLIENT_ERRORS, RETRY_STATUSES, retryable, translate
-from catalogd.store.query import decode_cursor, encode_cursor, sort_value
+from catalogd.store.base import SearchQuery, SearchResult, Store, iso_date
+from catalogd.store.es_errors import (
+    CLIENT_ERRORS,
+    SchemaOutdated,
+    retryable,
+    retryable_item,
+    translate,
+)
+from catalogd.store.query import decode_cursor, encode_cursor, sort_value, visible
 from catalogd.violations import Violation, ViolationState
 
 REQUEST_TIMEOUT_S = 30.0
@@ -52,9 +77,15 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 8.0
 #: Documents (or violations) read per request by iter_documents and violations.
 ITER_PAGE = 1000
+#: How long a point-in-time of iter_documents stays open between two pages.
+PIT_KEEP_ALIVE = "2m"
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,100}$")
 
 Action = tuple[str, str, dict[str, Any] | None]  # (op, id, source)
+
+# The transport logs a warning per failed node and request; StoreUnavailable already
+# says what happened, once, in catalogd's words.
+logging.getLogger("elastic_transport").setLevel(logging.ERROR)
 
 
 def parse_url(url: str) -> tuple[list[str], str, str]:
@@ -99,6 +130,7 @@ class ElasticsearchStore(Store):
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         bulk_retries: int = BULK_RETRIES,
         backoff_s: float = BACKOFF_INITIAL_S,
+        check_version: bool = True,
     ) -> None:
         self.url = shown_url or ",".join(hosts)
         self._where = self.url
@@ -119,14 +151,36 @@ class ElasticsearchStore(Store):
         try:
             self._call(lambda c: c.cluster.health())
             self._ensure_index(self._files, schema.FILES_MAPPING)
+            if check_version:
+                self._check_version()
         except BaseException:
             self._client.close()
             raise
 
     @classmethod
-    def from_url(cls, url: str) -> ElasticsearchStore:
+    def from_url(cls, url: str, **options: Any) -> ElasticsearchStore:
+        """The store a URL names; ``options`` are the constructor's keywords."""
         hosts, prefix, shown = parse_url(url)
-        return cls(hosts, prefix=prefix, shown_url=shown)
+        return cls(hosts, prefix=prefix, shown_url=shown, **options)
+
+    @property
+    def client(self) -> Elasticsearch:
+        """The client (for ``catalogd reindex`` and the benchmark)."""
+        return self._client
+
+    @property
+    def files_alias(self) -> str:
+        return self._files
+
+    def write_into(self, index: str, docs: Sequence[FileDocument]) -> None:
+        """Index ``docs`` as they are into ``index`` (not the alias), with the retries of
+        every write: for ``catalogd reindex``, which copies documents whose datasets are
+        already resolved, so no look-ups are made."""
+        self._bulk(index, [("index", d.id, schema.doc_source(d)) for d in docs])
+
+    def delete_from(self, index: str, ids: Sequence[str]) -> None:
+        """Delete ``ids`` from ``index`` (not the alias): for ``catalogd reindex``."""
+        self._bulk(index, [("delete", doc_id, None) for doc_id in ids])
 
     def __enter__(self) -> ElasticsearchStore:
         return self
@@ -150,12 +204,51 @@ class ElasticsearchStore(Store):
         )
         index = schema.versioned(alias)
         try:
-            self._client.indices.create(index=index, aliases={alias: {"is_write_index": True}})
+            self._client.indices.create(
+                index=index,
+                aliases={alias: {"is_write_index": True}},
+                mappings={"_meta": {"schema_version": schema.SCHEMA_VERSION}},
+            )
         except CLIENT_ERRORS as exc:
             if "resource_already_exists_exception" not in str(exc):
                 raise translate(exc, self._where) from exc
             if not self._call(lambda c: c.indices.exists_alias(name=alias)):
                 self._call(lambda c: c.indices.put_alias(index=index, name=alias))
+
+    def index_version(self) -> tuple[str, int]:
+        """The index behind the files alias and the mapping version it was built with."""
+        found = self._call(lambda c: c.indices.get_mapping(index=self._files)).body
+        if len(found) != 1:
+            raise StoreError(
+                f"the alias {self._files} at {self._where} points at {len(found)} indices "
+                f"({', '.join(sorted(found))}); it must point at one"
+            )
+        index, body = next(iter(found.items()))
+        meta = body.get("mappings", {}).get("_meta") or {}
+        return index, int(meta.get("schema_version", 1))
+
+    def _check_version(self) -> None:
+        index, version = self.index_version()
+        added = schema.added_since(version) if version < schema.SCHEMA_VERSION else None
+        if added is not None:  # new fields only: the index takes them in place
+            meta = {"schema_version": schema.SCHEMA_VERSION}
+            self._call(lambda c: c.indices.put_mapping(index=index, properties=added, meta=meta))
+            template = schema.template(self._files, schema.FILES_MAPPING)
+            self._call(lambda c: c.indices.put_index_template(name=self._files, **template))
+            return
+        if version < schema.SCHEMA_VERSION:
+            raise SchemaOutdated(
+                f"the catalogue index {index} at {self._where} was built with mapping "
+                f"version {version} and this catalogd uses version {schema.SCHEMA_VERSION}: "
+                f"run `catalogd reindex --store {self._where}?index={self.prefix}` "
+                "(searches keep answering while it runs)"
+            )
+        if version > schema.SCHEMA_VERSION:
+            raise SchemaOutdated(
+                f"the catalogue index {index} at {self._where} was built by a newer catalogd "
+                f"(mapping version {version}, this one knows {schema.SCHEMA_VERSION}): "
+                "upgrade catalogd on this node"
+            )
 
     def _ensure_violations(self) -> None:
         if not self._violations_ready:
@@ -214,7 +307,7 @@ class ElasticsearchStore(Store):
                 status = int(result.get("status", 0))
                 if status < 300 or (action[0] == "delete" and status == 404):
                     continue
-                if status in RETRY_STATUSES:
+                if retryable_item(status, result.get("error")):
                     retry.append(action)
                     failure = f"status {status}: {result.get('error')}"
                     continue
@@ -246,14 +339,26 @@ class ElasticsearchStore(Store):
 
     # -- writes -----------------------------------------------------------------------------
     def put(self, docs: Iterable[FileDocument]) -> None:
-        actions: list[Action] = [("index", doc.id, schema.doc_source(doc)) for doc in docs]
-        if actions:
-            self._bulk(self._files, actions)
+        docs = list(docs)
+        for doc in docs:
+            schema.doc_source(doc)  # refuse what cannot be stored, before any look-up
+        with self._write_lock:  # datasets: look-ups and writes in one step (es_links)
+            written, refresh = es_links.prepare_put(self._call, self._files, docs)
+            actions: list[Action] = [("index", d.id, schema.doc_source(d)) for d in written]
+            if actions:
+                self._bulk(self._files, actions, refresh=refresh)
 
     def delete(self, ids: Iterable[str]) -> None:
         actions: list[Action] = [("delete", doc_id, None) for doc_id in ids]
-        if actions:
-            self._bulk(self._files, actions)
+        if not actions:
+            return
+        with self._write_lock:
+            masters = es_links.masters_among(self._call, self._files, (a[1] for a in actions))
+            self._bulk(self._files, actions, refresh=bool(masters))
+            parts = es_links.after_delete(self._call, self._files, masters)
+            if parts:
+                updates = [("index", d.id, schema.doc_source(d)) for d in parts]
+                self._bulk(self._files, updates, refresh=True)
 
     def record_audit(
         self,
@@ -310,11 +415,29 @@ class ElasticsearchStore(Store):
             self._client.close()
 
     # -- reads ------------------------------------------------------------------------------
-    def get(self, doc_id: str, *, groups: frozenset[str] | None = None) -> FileDocument | None:
-        clauses = [{"term": {"id": schema.keyword(doc_id)}}, *q.access_filter(groups)]
-        body = {"query": q.bool_query(clauses), "size": 1, "_source": ["doc"]}
-        hits = self._call(lambda c: c.search(index=self._files, **body))["hits"]["hits"]
-        return schema.source_doc(hits[0]["_source"]) if hits else None
+    def get(
+        self,
+        doc_id: str,
+        *,
+        groups: frozenset[str] | None = None,
+        public_before: str | None = None,
+    ) -> FileDocument | None:
+        if schema.keyword(doc_id) != doc_id or not doc_id or len(doc_id.encode()) > 512:
+            return None  # no stored _id is like this (not UTF-8, empty, or too long)
+
+        def fetch(c: Elasticsearch) -> dict[str, Any] | None:
+            try:
+                return dict(c.get(index=self._files, id=doc_id, source_includes=["doc"]).body)
+            except NotFoundError:
+                return None
+
+        found = self._call(fetch)
+        if not found or not found.get("found"):
+            return None
+        doc = schema.source_doc(found["_source"])
+        # One document by id: its access is checked here, on the stored groups, before
+        # anything leaves the store; not visible is the same answer as absent.
+        return doc if visible(doc, groups, iso_date(public_before)) else None
 
     def search(self, query: SearchQuery) -> SearchResult:
         field_name = query.sort.lstrip("-")
@@ -351,8 +474,37 @@ class ElasticsearchStore(Store):
     def iter_documents(self, *, path_prefix: str | None = None) -> Iterator[FileDocument]:
         clauses = [] if path_prefix is None else [q.prefix_filter(path_prefix)]
         body = {"query": q.bool_query(clauses), "sort": q.sort_clause("path"), "_source": ["doc"]}
-        for hit in self._hits(self._files, body):
+        for hit in self.snapshot_hits(body):
             yield schema.source_doc(hit["_source"])
+
+    def snapshot_hits(
+        self, body: dict[str, Any], *, index: str | None = None, page: int = ITER_PAGE
+    ) -> Iterator[dict[str, Any]]:
+        """Every hit of ``body`` (sorted on unique keys) in one point-in-time snapshot of
+        ``index`` (default: the files alias), ``page`` per request; the snapshot is
+        released when the iteration ends or is abandoned."""
+        target = index or self._files
+        pit = self._call(lambda c: c.open_point_in_time(index=target, keep_alive=PIT_KEEP_ALIVE))
+        pit_id = str(pit["id"])
+        after: list[Any] | None = None
+        try:
+            while True:
+                request = dict(body, size=page, pit={"id": pit_id, "keep_alive": PIT_KEEP_ALIVE})
+                if after is not None:
+                    request["search_after"] = after
+                response = self._call(lambda c, request=request: c.search(**request))
+                pit_id = str(response.get("pit_id", pit_id))
+                hits = response["hits"]["hits"]
+                yield from hits
+                if len(hits) < page:
+                    return
+                after = hits[-1]["sort"]
+        finally:
+            if not self._closed:
+                try:
+                    self._client.close_point_in_time(id=pit_id)
+                except CLIENT_ERRORS:
+                    pass  # it expires by itself after PIT_KEEP_ALIVE
 
     def count(self) -> int:
         return int(self._call(lambda c: c.count(index=self._files))["count"])

@@ -13,10 +13,22 @@ from contextlib import contextmanager
 import elastic_transport
 from elasticsearch import exceptions as es
 
-from catalogd.errors import StoreError, StoreUnavailable
+from catalogd.errors import EX_CONFIG, StoreError, StoreUnavailable
 
 #: Statuses worth a retry: the cluster is busy (429) or one of its nodes is (5xx).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+#: An item refused by an index write block (``catalogd reindex`` sets one while it
+#: swaps the alias): retried like a busy cluster, it lands in the new index.
+WRITE_BLOCK = "cluster_block_exception"
+
+
+class SchemaOutdated(StoreError):
+    """The index was built with another mapping version: ``catalogd reindex`` (or a
+    newer catalogd) is needed. Restarting will not help, so the exit status is 78."""
+
+    exit_code = EX_CONFIG
+
 
 #: Every exception of the client -> the StoreError it becomes.
 ERROR_MAP: dict[type[BaseException], type[StoreError]] = {
@@ -63,6 +75,13 @@ def retryable(exc: BaseException) -> bool:
     if isinstance(exc, elastic_transport.ConnectionError | elastic_transport.ConnectionTimeout):
         return True
     return status_of(exc) in RETRY_STATUSES
+
+
+def retryable_item(status: int, error: object) -> bool:
+    """Whether a bulk item refused with ``status`` and ``error`` may succeed later."""
+    if status in RETRY_STATUSES:
+        return True
+    return status == 403 and isinstance(error, dict) and error.get("type") == WRITE_BLOCK
 
 
 def translate(exc: BaseException, where: str) -> StoreError:

@@ -34,13 +34,27 @@ _EQUALITY_FILTERS = ("user_type", "beamline", "proposal", "visit", "kind")
 _MATCH_NONE: JSONDict = {"match_none": {}}
 
 
-def access_filter(groups: frozenset[str] | None) -> list[JSONDict]:
-    """Documents one of ``groups`` may see (None: no condition)."""
+def access_filter(
+    groups: frozenset[str] | None, public_before: str | None = None
+) -> list[JSONDict]:
+    """Documents one of ``groups`` may see (None: no condition), or, with the embargo
+    ``public_before`` (an ISO date), whose visit date is known and earlier."""
     if groups is None:
         return []
-    if not groups:
+    should: list[JSONDict] = []
+    if groups:
+        should.append({"terms": {"access_groups": sorted(keyword(g) for g in groups)}})
+    if public_before is not None:  # a document without a visit date has no value: no match
+        should.append({"range": {"visit_date": {"lt": public_before, "format": "strict_date"}}})
+    if not should:
         return [_MATCH_NONE]
-    return [{"terms": {"access_groups": sorted(keyword(g) for g in groups)}}]
+    if len(should) == 1:
+        return should
+    return [{"bool": {"should": should, "minimum_should_match": 1}}]
+
+
+#: Not a part of a stored master's dataset (es_links keeps ``master`` set exactly then).
+COLLAPSE_FILTER: JSONDict = {"bool": {"must_not": [{"exists": {"field": "master"}}]}}
 
 
 def prefix_filter(prefix: str) -> JSONDict:
@@ -101,7 +115,9 @@ def text_filters(terms: tuple[str, ...]) -> list[JSONDict]:
 
 def filters(query: SearchQuery) -> list[JSONDict]:
     """Every condition of ``query``."""
-    clauses = access_filter(query.groups)
+    clauses = access_filter(query.groups, query.public_before)
+    if query.collapse:
+        clauses.append(COLLAPSE_FILTER)
     for name in _EQUALITY_FILTERS:
         value = getattr(query, name)
         if value is not None:

@@ -27,10 +27,12 @@ from typing import Any
 
 from catalogd.document import FileDocument, display_path
 from catalogd.errors import StoreError
+from catalogd.store import links
 from catalogd.violations import Violation
 
-#: Version of the mapping below; a new one needs a new index (``catalogd reindex``).
-SCHEMA_VERSION = 1
+#: Version of the mapping below; a new one needs a new index (``catalogd reindex``),
+#: unless ADDED_FIELDS says how an older index takes it in place.
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "catalogd"
 #: How soon a write becomes searchable without flush(): the near-real-time refresh.
 REFRESH_INTERVAL = "1s"
@@ -180,8 +182,31 @@ FILES_MAPPING: dict[str, Any] = {
         "start_time": _KEYWORD,
         "start_key": _KEYWORD,
         "has_error": {"type": "boolean"},
+        # Datasets (catalogd.store.es_links): a part's master, a master's named files;
+        # both as path_key texts.
+        "master": _KEYWORD,
+        "data_files": _KEYWORD,
     },
 }
+
+#: Mapping version -> the fields it added to the version before, when that was all it
+#: changed: an index of the older version takes them in place (put_mapping), and its
+#: documents get the fields' values when they are next written.
+ADDED_FIELDS: dict[int, dict[str, Any]] = {
+    2: {"master": _KEYWORD, "data_files": _KEYWORD},
+}
+
+
+def added_since(version: int) -> dict[str, Any] | None:
+    """The properties that bring an index of mapping ``version`` up to SCHEMA_VERSION
+    by put_mapping, or None when some step between needs a reindex."""
+    properties: dict[str, Any] = {}
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        if step not in ADDED_FIELDS:
+            return None
+        properties.update(ADDED_FIELDS[step])
+    return properties
+
 
 VIOLATIONS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
@@ -231,9 +256,12 @@ def _doc_json(doc: FileDocument) -> str:
 
 def doc_source(doc: FileDocument) -> dict[str, Any]:
     """The index source of ``doc``; StoreError when it cannot be stored."""
+    master = links.master_of(doc)
     try:
         blob = _doc_json(doc)
         path = path_key(doc.path)
+        master_key = None if master is None else path_key(master)
+        named = [path_key(p) for p in links.data_files(doc)]
     except (TypeError, ValueError, UnicodeError) as exc:
         raise StoreError(f"cannot store the document for {doc.path!r}: {exc}") from exc
     start = doc.start_time
@@ -267,6 +295,8 @@ def doc_source(doc: FileDocument) -> dict[str, Any]:
         "start_time": None if start is None else order_key(start),
         "start_key": order_key(start or ""),
         "has_error": doc.error is not None,
+        "master": master_key,
+        "data_files": named,
     }
     for name in ("level", "user_type", "beamline", "proposal", "visit", "area", "kind",
                  "owner", "group"):  # fmt: skip

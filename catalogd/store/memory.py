@@ -1,6 +1,8 @@
 """An in-memory store: the reference implementation of the contract, for tests.
 
-Thread-safe, synchronous, and gone when the process ends (``memory://``).
+Thread-safe, synchronous, and gone when the process ends (``memory://``). Documents are
+kept as written; which master a file belongs to is worked out when it is read, from an
+index of the paths the stored masters name (see :mod:`catalogd.store.links`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from catalogd.document import FileDocument
-from catalogd.store.base import SearchQuery, SearchResult, Store
+from catalogd.store import links
+from catalogd.store.base import SearchQuery, SearchResult, Store, iso_date
 from catalogd.store.query import (
     after_cursor,
     decode_cursor,
@@ -30,25 +33,58 @@ class MemoryStore(Store):
         self._docs: dict[str, FileDocument] = {}
         self._lock = threading.Lock()
         self._violations: list[Violation] = []
+        #: data file path -> ids of the stored masters naming it.
+        self._named_by: dict[str, set[str]] = {}
+
+    def _index(self, doc: FileDocument, *, add: bool) -> None:
+        for path in links.data_files(doc):
+            ids = self._named_by.setdefault(path, set())
+            if add:
+                ids.add(doc.id)
+            else:
+                ids.discard(doc.id)
+                if not ids:
+                    del self._named_by[path]
+
+    def _resolved(self, doc: FileDocument) -> FileDocument:
+        """``doc`` with its dataset membership (the lock is held)."""
+        masters = (self._docs[i] for i in self._named_by.get(doc.path, ()))
+        return links.resolve(doc, masters)
 
     def put(self, docs: Iterable[FileDocument]) -> None:
         with self._lock:
             for doc in docs:
+                old = self._docs.get(doc.id)
+                if old is not None:
+                    self._index(old, add=False)
                 self._docs[doc.id] = doc
+                self._index(doc, add=True)
 
     def delete(self, ids: Iterable[str]) -> None:
         with self._lock:
             for doc_id in ids:
-                self._docs.pop(doc_id, None)
+                old = self._docs.pop(doc_id, None)
+                if old is not None:
+                    self._index(old, add=False)
 
-    def get(self, doc_id: str, *, groups: frozenset[str] | None = None) -> FileDocument | None:
+    def get(
+        self,
+        doc_id: str,
+        *,
+        groups: frozenset[str] | None = None,
+        public_before: str | None = None,
+    ) -> FileDocument | None:
+        public_before = iso_date(public_before)
         with self._lock:
             doc = self._docs.get(doc_id)
-        return doc if doc is not None and visible(doc, groups) else None
+            if doc is None or not visible(doc, groups, public_before):
+                return None
+            return self._resolved(doc)
 
     def search(self, query: SearchQuery) -> SearchResult:
         with self._lock:
-            hits = [doc for doc in self._docs.values() if matches(doc, query)]
+            resolved = [self._resolved(doc) for doc in self._docs.values()]
+        hits = [doc for doc in resolved if matches(doc, query)]
         field = query.sort.lstrip("-")
         hits.sort(key=lambda d: (sort_value(d, field), d.id), reverse=query.sort.startswith("-"))
         page = hits
@@ -69,7 +105,7 @@ class MemoryStore(Store):
 
     def iter_documents(self, *, path_prefix: str | None = None) -> Iterator[FileDocument]:
         with self._lock:
-            docs = list(self._docs.values())
+            docs = [self._resolved(doc) for doc in self._docs.values()]
         docs.sort(key=lambda d: (sort_value(d, "path"), d.id))
         for doc in docs:
             if path_prefix is None or under_prefix(doc.path, path_prefix):

@@ -17,6 +17,7 @@ from typing import Any
 from catalogd.document import FileDocument, display_path
 from catalogd.errors import UsageError
 from catalogd.store.base import SearchQuery
+from catalogd.store.links import master_of
 
 SortValue = str | int | float
 
@@ -71,13 +72,26 @@ def under_prefix(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-def visible(doc: FileDocument, groups: frozenset[str] | None) -> bool:
-    return groups is None or not groups.isdisjoint(doc.access_groups)
+def visible(
+    doc: FileDocument, groups: frozenset[str] | None, public_before: str | None = None
+) -> bool:
+    """Whether ``groups`` may see ``doc``: they meet its access groups, or (embargo) its
+    visit date is known and earlier than ``public_before`` (an ISO date)."""
+    if groups is None or not groups.isdisjoint(doc.access_groups):
+        return True
+    return (
+        public_before is not None
+        and doc.visit_date is not None
+        and (doc.visit_date < public_before)
+    )
 
 
 def matches(doc: FileDocument, query: SearchQuery) -> bool:
-    """Whether ``doc`` satisfies every filter of ``query``, access included."""
-    if not visible(doc, query.groups):
+    """Whether ``doc`` satisfies every filter of ``query``, access included. ``doc`` is
+    resolved (its dataset membership as :func:`catalogd.store.links.resolve` says)."""
+    if not visible(doc, query.groups, query.public_before):
+        return False
+    if query.collapse and master_of(doc) is not None:
         return False
     for name in ("user_type", "beamline", "proposal", "visit", "kind"):
         wanted = getattr(query, name)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from catalogd.document import FileDocument, display_path
 from catalogd.errors import StoreError, StoreUnavailable, UsageError, describe_os_error
 from catalogd.store import sqlite_query as sql
-from catalogd.store.base import Fingerprint, SearchQuery, SearchResult, Store
+from catalogd.store.base import Fingerprint, SearchQuery, SearchResult, Store, iso_date
 from catalogd.store.query import decode_cursor, encode_cursor, sort_value
 from catalogd.store.sqlite_schema import (
     DOC_SELECT,
@@ -238,10 +238,16 @@ class SQLiteStore(Store):
                     conn.close()
 
     # -- reads ------------------------------------------------------------------------------
-    def get(self, doc_id: str, *, groups: frozenset[str] | None = None) -> FileDocument | None:
+    def get(
+        self,
+        doc_id: str,
+        *,
+        groups: frozenset[str] | None = None,
+        public_before: str | None = None,
+    ) -> FileDocument | None:
         if not isinstance(enc_text(doc_id), str):
             return None  # ids are text; this one cannot be stored, so it is not there
-        where, params = sql.access_clause(groups)
+        where, params = sql.access_clause(groups, public_before=iso_date(public_before))
         with self._read() as conn:
             row = conn.execute(
                 f"SELECT {DOC_SELECT} FROM docs d WHERE d.id = ? AND {where}", [doc_id, *params]
@@ -255,9 +261,7 @@ class SQLiteStore(Store):
             raise UsageError("invalid cursor: it belongs to another sort order")
         rows: list[tuple[object, ...]] = []
         with self._read() as conn:
-            per_document = (
-                query.groups is None or sql.access_rows(conn, query.groups) > ACCESS_SET_MAX_ROWS
-            )
+            per_document = sql.prefer_per_document(conn, query, ACCESS_SET_MAX_ROWS)
             where, params = sql.where_clause(query, per_document=per_document)
             total, facets = sql.counts(conn, where, params, query.facets)
             if query.size > 0:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from catalogd.document import display_path
 from catalogd.errors import UsageError
 from catalogd.store.base import FACET_FIELDS, SearchQuery
-from catalogd.store.sqlite_schema import DOC_SELECT, dec_text, enc_text, fts_text
+from catalogd.store.sqlite_schema import CLAIMS, DOC_SELECT, dec_text, enc_text, fts_text
 
 TEXT_SORTS = ("path", "start_time")
 _SORT_COLUMNS = {
@@ -27,10 +27,16 @@ _SORT_COLUMNS = {
 }
 _EQUALITY_FILTERS = ("user_type", "beamline", "proposal", "visit", "kind")
 Clause = tuple[str, list[object]]
+#: Most groups bound one by one in a per-document check (SQLite allows 32,766 variables
+#: per statement; a caller in more groups than this is checked through json_each).
+MAX_GROUP_CONSTANTS = 2000
 
 
-def access_clause(groups: frozenset[str] | None, *, per_document: bool = True) -> Clause:
-    """Documents one of ``groups`` may see (None: all of them).
+def access_clause(
+    groups: frozenset[str] | None, *, per_document: bool = True, public_before: str | None = None
+) -> Clause:
+    """Documents one of ``groups`` may see (None: all of them), or, with the embargo
+    ``public_before`` (an ISO date), whose visit date is known and earlier.
 
     ``per_document`` checks each candidate (EXISTS): best when the groups see much of the
     catalogue and other conditions narrow it. Otherwise the set of documents the groups
@@ -40,13 +46,21 @@ def access_clause(groups: frozenset[str] | None, *, per_document: bool = True) -
     """
     if groups is None:
         return "1", []
-    member, params = group_members(groups)
     if per_document:
-        return (
-            f"EXISTS (SELECT 1 FROM doc_groups g WHERE g.file_id = d.file_id AND {member})",
-            params,
-        )
-    return f"d.file_id IN (SELECT g.file_id FROM doc_groups g WHERE {member})", params
+        # The candidate's own group rows, by the primary key (file_id, grp); "+" keeps
+        # SQLite from probing the group index once per caller's group and candidate
+        # instead, and the groups are a list of constants (a json_each list inside a
+        # correlated subquery is read again for every candidate): measured on 100,000
+        # documents for 70 groups, 100 ms against 3 s to check every document.
+        member, params = group_constants(groups)
+        clause = f"EXISTS (SELECT 1 FROM doc_groups g WHERE g.file_id = d.file_id AND {member})"
+    else:
+        member, params = group_members(groups)
+        clause = f"d.file_id IN (SELECT g.file_id FROM doc_groups g WHERE {member})"
+    if public_before is None:
+        return clause, params
+    # visit_date is ISO text (YYYY-MM-DD): text order is date order; NULL is never public.
+    return f"({clause} OR d.visit_date < ?)", [*params, public_before]
 
 
 def group_members(groups: frozenset[str]) -> Clause:
@@ -58,6 +72,56 @@ def group_members(groups: frozenset[str]) -> Clause:
     if blobs:
         member = f"({member} OR g.grp IN ({', '.join('?' * len(blobs))}))"
     return member, [json.dumps(texts, ensure_ascii=False), *blobs]
+
+
+def group_constants(groups: frozenset[str]) -> Clause:
+    """``g.grp`` is one of ``groups``, as a list of bound constants (up to
+    MAX_GROUP_CONSTANTS of them; group_members beyond), never used to find rows by."""
+    if len(groups) > MAX_GROUP_CONSTANTS:
+        member, params = group_members(groups)
+        return member.replace("g.grp IN", "+g.grp IN"), params
+    encoded: list[object] = [enc_text(g) for g in sorted(groups)]
+    return f"+g.grp IN ({', '.join('?' * len(encoded))})", encoded
+
+
+def prefer_per_document(conn: sqlite3.Connection, query: SearchQuery, max_set_rows: int) -> bool:
+    """Whether to check each candidate's groups (access_clause's ``per_document``) rather
+    than build the set of documents the caller may see first.
+
+    Per document when there are no groups, when the caller sees more than
+    ``max_set_rows`` documents, or when a filter with an index of its own (proposal and
+    visit, beamline, path prefix) selects fewer documents than the caller sees: a
+    beamline's staff member (8,900 visible of 100,000) looking into one visit took 20 ms
+    to build the set, against 0.2 ms to check the visit's 30 files.
+    """
+    if query.groups is None:
+        return True
+    visible = access_rows(conn, query.groups)
+    if visible > max_set_rows:
+        return True
+    narrowing: list[Clause] = []
+    if query.proposal is not None:
+        if query.visit is not None:
+            narrowing.append(
+                (
+                    "d.proposal = ? AND d.visit = ?",
+                    [enc_text(query.proposal), enc_text(query.visit)],
+                )
+            )
+        else:
+            narrowing.append(("d.proposal = ?", [enc_text(query.proposal)]))
+    if query.beamline is not None:
+        narrowing.append(("d.beamline = ?", [enc_text(query.beamline)]))
+    if query.path_prefix is not None:
+        narrowing.append(prefix_clause(query.path_prefix))
+    for clause, params in narrowing:  # each count stops at ``visible`` rows
+        row = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM docs d WHERE {clause} LIMIT ?)",
+            [*params, visible],
+        ).fetchone()
+        if int(row[0]) < visible:
+            return True
+    return False
 
 
 def access_rows(conn: sqlite3.Connection, groups: frozenset[str]) -> int:
@@ -111,9 +175,13 @@ def where_clause(query: SearchQuery, *, per_document: bool = True) -> Clause:
     """Every condition of ``query``; see access_clause for ``per_document``."""
     clauses, params = [], []
     if query.groups is not None:
-        access, access_params = access_clause(query.groups, per_document=per_document)
+        access, access_params = access_clause(
+            query.groups, per_document=per_document, public_before=query.public_before
+        )
         clauses.append(access)
         params += access_params
+    if query.collapse:  # not a part of a stored master's dataset
+        clauses.append(f"NOT EXISTS (SELECT 1 {CLAIMS})")
     for name in _EQUALITY_FILTERS:
         value = getattr(query, name)
         if value is not None:
@@ -146,27 +214,31 @@ def where_clause(query: SearchQuery, *, per_document: bool = True) -> Clause:
 def counts(
     conn: sqlite3.Connection, where: str, params: list[object], facets: Iterable[str]
 ) -> tuple[int, dict[str, dict[str, int]]]:
-    """The total of visible matches and the facet counts over them, in one statement."""
+    """The total of visible matches and the facet counts over them, in one statement.
+
+    One pass and one GROUP BY over every facet column together: each combination of
+    values met is one row, summed per facet here. Measured on 100,000 documents for a
+    beamline's staff (8,900 visible): 12 ms, against 37 ms for a materialised set of
+    hits scanned and grouped once per facet.
+    """
     names = list(dict.fromkeys(facets))
     if not set(names) <= set(FACET_FIELDS):  # they become SQL text: only known names
         raise UsageError(f"unknown facets {sorted(set(names) - set(FACET_FIELDS))}")
-    selects = ["SELECT NULL, NULL, count(*) FROM hits"] + [
-        f"SELECT '{name}', {name}, count(*) FROM hits WHERE {name} IS NOT NULL GROUP BY {name}"
-        for name in names
-    ]
-    columns = ", ".join(names) or "1"
+    if not names:
+        row = conn.execute(f"SELECT count(*) FROM docs d WHERE {where}", params).fetchone()
+        return int(row[0]), {}
+    columns = ", ".join(f"d.{name}" for name in names)
     rows = conn.execute(
-        f"WITH hits AS MATERIALIZED (SELECT {columns} FROM docs d WHERE {where}) "
-        + " UNION ALL ".join(selects),
-        params,
+        f"SELECT {columns}, count(*) FROM docs d WHERE {where} GROUP BY {columns}", params
     ).fetchall()
     total = 0
     counts: dict[str, dict[str, int]] = {name: {} for name in names}
-    for name, value, n in rows:
-        if name is None:
-            total = int(n)
-        else:
-            counts[name][str(dec_text(value))] = int(n)
+    for *values, n in rows:
+        total += n
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                key = str(dec_text(value))
+                counts[name][key] = counts[name].get(key, 0) + int(n)
     return total, {name: dict(sorted(c.items())) for name, c in counts.items()}
 
 
@@ -181,8 +253,12 @@ def page_query(
         where += f" AND ({column}, d.id) {beyond} (?, ?)"
         params += [value, enc_text(after[1])]
     params.append(query.size + 1)
+    # The page's rows are chosen by their sort keys alone, then read whole: sorting every
+    # match with its wide columns (entries, metadata, its master's path) cost 23 ms for
+    # 8,900 visible documents, choosing first 6 ms.
+    order = f"ORDER BY {column} {direction}, d.id {direction}"
     text = (
-        f"SELECT {DOC_SELECT} FROM docs d WHERE {where} "
-        f"ORDER BY {column} {direction}, d.id {direction} LIMIT ?"
+        f"SELECT {DOC_SELECT} FROM (SELECT d.file_id AS page_id FROM docs d WHERE {where} "
+        f"{order} LIMIT ?) p JOIN docs d ON d.file_id = p.page_id {order}"
     )
     return text, params

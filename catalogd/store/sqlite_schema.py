@@ -26,6 +26,7 @@ from typing import Any
 
 from catalogd.document import FileDocument, display_path
 from catalogd.errors import StoreError, StoreUnavailable
+from catalogd.store import links
 from catalogd.violations import Violation
 
 #: Every sqlite3 exception class, and what it becomes (a test checks none is missing).
@@ -125,8 +126,23 @@ _VIOLATIONS = Migration(
     ),
 )
 
+_LINKS = Migration(
+    "the data files each master names (datasets)",
+    (
+        # One row per (master, named path); a file's master is found by a join on its
+        # path when it is read (DOC_SELECT), so neither side's order of arrival matters.
+        # Masters stored before this version have no rows until they are extracted again.
+        """CREATE TABLE doc_links (
+            master_id INTEGER NOT NULL,  -- docs.file_id of the master
+            data_path BLOB NOT NULL,     -- os.fsencode(path) of the named file
+            PRIMARY KEY (master_id, data_path)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX doc_links_data ON doc_links(data_path)",
+    ),
+)
+
 #: The schema's history, oldest first; append, never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_DOCUMENTS, _VIOLATIONS)
+MIGRATIONS: tuple[Migration, ...] = (_DOCUMENTS, _VIOLATIONS, _LINKS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -202,9 +218,11 @@ def fts_text(text: str) -> str:
 
     Lower-cased as Python does it, then one character per UTF-8 byte (surrogatepass):
     UTF-8 is self-synchronising, so ``a in b`` exactly when ``fts_text(a) in fts_text(b)``
-    and the index agrees with ``term.lower() in text.lower()`` for every string.
+    and the index agrees with ``term.lower() in text.lower()`` for every string. NUL
+    becomes ``\xff`` (a byte UTF-8 never has): the trigram tokenizer stops at a NUL, so
+    text after one would not be found.
     """
-    return text.lower().encode("utf-8", "surrogatepass").decode("latin-1")
+    return text.lower().encode("utf-8", "surrogatepass").decode("latin-1").replace("\x00", "\xff")
 
 
 _U64 = 1 << 64
@@ -235,7 +253,19 @@ DOC_COLUMNS = (
     "visit", "visit_date", "area", "inner_path", "access_groups", "kind", "entries",
     "metadata", "error", "indexed_at", "start_time", "start_key",
 )  # fmt: skip
-DOC_SELECT = ", ".join(f"d.{name}" for name in DOC_COLUMNS)
+#: The masters that claim ``d`` (see catalogd.store.links.claims): they name its path,
+#: have its access groups and visit date, and ``d`` is no master itself.
+CLAIMS = (
+    "FROM doc_links l JOIN docs m ON m.file_id = l.master_id "
+    "WHERE l.data_path = d.path AND m.file_id != d.file_id "
+    "AND m.access_groups = d.access_groups AND m.visit_date IS d.visit_date "
+    "AND NOT EXISTS (SELECT 1 FROM doc_links x WHERE x.master_id = d.file_id)"
+)
+#: DOC_COLUMNS, then the path of the master ``d`` belongs to (the first by path) or NULL.
+DOC_SELECT = (
+    ", ".join(f"d.{name}" for name in DOC_COLUMNS)
+    + f", (SELECT m.path {CLAIMS} ORDER BY m.path LIMIT 1)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +276,8 @@ class DocRow:
     columns: tuple[object, ...]
     text: str
     groups: tuple[TextValue, ...]
+    #: For a master: the paths of the files it names.
+    links: tuple[bytes, ...] = ()
 
 
 def doc_row(doc: FileDocument) -> DocRow:
@@ -262,19 +294,21 @@ def doc_row(doc: FileDocument) -> DocRow:
             enc_text(doc.error), doc.indexed_at, enc_text(start), enc_text(start or ""),
         )  # fmt: skip
         groups = tuple(enc_text(g) for g in dict.fromkeys(doc.access_groups))
-        return DocRow(doc.id, columns, fts_text(doc.search_text()), groups)
+        named = tuple(enc_path(p) for p in links.data_files(doc))
+        return DocRow(doc.id, columns, fts_text(doc.search_text()), groups, named)
     except (TypeError, ValueError) as exc:  # not JSON, not a file system name
         raise StoreError(f"cannot store the document for {doc.path!r}: {exc}") from exc
 
 
 def row_doc(row: Sequence[Any]) -> FileDocument:
-    """The document of a row that begins with DOC_SELECT's columns."""
+    """The document of a row that begins with DOC_SELECT's columns (its master included)."""
     (
         doc_id, path, _path_text, name, size, mtime, ctime, inode, dev, uid, gid, owner,
         group, mode, level, user_type, beamline, proposal, visit, visit_date, area,
         inner_path, access_groups, kind, entries, metadata, error, indexed_at, _, _,
-    ) = row[: len(DOC_COLUMNS)]  # fmt: skip
-    return FileDocument(
+        master,
+    ) = row[: len(DOC_COLUMNS) + 1]  # fmt: skip
+    doc = FileDocument(
         id=doc_id,
         path=os.fsdecode(path),
         name=dec_text(name),  # type: ignore[arg-type]
@@ -303,6 +337,7 @@ def row_doc(row: Sequence[Any]) -> FileDocument:
         error=dec_text(error),
         indexed_at=indexed_at,
     )
+    return links.with_master(doc, None if master is None else os.fsdecode(master))
 
 
 # -- violations --------------------------------------------------------------------------

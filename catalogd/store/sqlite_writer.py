@@ -186,7 +186,12 @@ _INSERT_DOC = (
 )
 _IDS_IN = "IN (SELECT value FROM json_each(?))"
 #: Where a document has rows, by file_id.
-_DOC_TABLES = (("docs_fts", "rowid"), ("doc_groups", "file_id"), ("docs", "file_id"))
+_DOC_TABLES = (
+    ("docs_fts", "rowid"),
+    ("doc_groups", "file_id"),
+    ("doc_links", "master_id"),
+    ("docs", "file_id"),
+)
 
 
 def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
@@ -216,6 +221,11 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
         "INSERT OR IGNORE INTO doc_groups (file_id, grp) VALUES (?, ?)",
         [(file_id, grp) for file_id, row in numbered for grp in row.groups],
     )
+    named = [(file_id, path) for file_id, row in numbered for path in row.links]
+    if named:  # masters are few: most batches have none
+        conn.executemany(
+            "INSERT OR IGNORE INTO doc_links (master_id, data_path) VALUES (?, ?)", named
+        )
 
 
 def delete_docs(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
