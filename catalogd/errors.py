@@ -14,6 +14,7 @@ EX_FAILURE = 1
 EX_USAGE = 2
 EX_UNAVAILABLE = 69  # sysexits.h: a service (store, directory) is unavailable
 EX_SOFTWARE = 70
+EX_TEMPFAIL = 75  # sysexits.h: try again later (a full disk); systemd restarts the unit
 EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus=78 stops a restart loop
 
 

@@ -145,6 +145,15 @@ def resolve_file(base: str, filename: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(base)), filename))
 
 
+def within(path: str, root: str | None) -> bool:
+    """Whether ``path``'s real path (symbolic links resolved) is ``root`` or lies below
+    it; always True without a root."""
+    if root is None:
+        return True
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip("/") + "/")
+
+
 class Node:
     """One object of a file (a group or a dataset) as reached through one link.
 
@@ -443,6 +452,11 @@ class Reader:
         if not self.settings.follow_external_links:
             return None
         target = resolve_file(self.path, filename)
+        if not within(target, self.settings.link_root):
+            if target not in self._external:
+                self._external[target] = None
+                self.warn(f"linked file {target}: outside {self.settings.link_root}, not followed")
+            return None
         if target not in self._external:
             handle: Any
             try:

@@ -122,6 +122,12 @@ class IndexerSettings(BaseModel):
         default=True,
         description="Open linked files (read-only) for entries and detector data shapes.",
     )
+    link_root: str | None = Field(
+        default=None,
+        description="External links are followed only to files whose real path lies below "
+        "this directory (links elsewhere are recorded, never opened). catalogd run and scan "
+        "set it to the data root; None: anywhere.",
+    )
     keep_emails: bool = Field(default=False, description="Keep NXuser e-mail addresses.")
     hdf5_suffixes: tuple[str, ...] = Field(
         default=HDF5_SUFFIXES,

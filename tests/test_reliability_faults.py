@@ -278,12 +278,6 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a full spool disk is a SpoolError with exit status 78 (EX_CONFIG, 'restarting "
-    "will not mend it'), and systemd/catalogd.service has RestartPreventExitStatus=78: "
-    "when space returns the daemon stays down until an operator starts it",
-)
 def test_a_full_spool_disk_stops_the_daemon_with_a_status_systemd_restarts(
     tiny_disk: Path,
 ) -> None:

@@ -4,7 +4,8 @@ Exit status 0 when every file was read, 1 when any could not be, 2 for wrong usa
 (click's usage errors). Each file is read within the ``[indexers]`` bounds, by up to
 ``indexers.workers`` worker processes in parallel, through the same
 :class:`~indexers.registry.Registry` the scanner uses; lines come out in the order of
-the arguments.
+the arguments. External links of files in the data tree (``[watch] root``) are
+followed only to files inside it, as the daemon reads them (``indexers.link_root``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import click
 
 from catalogd.cli import CliContext, pass_cli
 from catalogd.errors import EX_FAILURE
+from indexers.reader import within
 from indexers.registry import Registry
 
 
@@ -24,7 +26,13 @@ from indexers.registry import Registry
 def command(ctx: CliContext, files: tuple[str, ...]) -> None:
     """Print the NeXus/HDF5 metadata of each FILE as JSON Lines."""
     failed = 0
-    with Registry.from_entry_points(settings=ctx.settings().indexers) as registry:
+    settings = ctx.settings()
+    indexers = settings.indexers
+    if indexers.link_root is None and all(within(f, settings.watch.root) for f in files):
+        # Files of the data tree follow links only inside it, as the daemon reads them;
+        # an operator's own files elsewhere are read as they are.
+        indexers = indexers.model_copy(update={"link_root": settings.watch.root})
+    with Registry.from_entry_points(settings=indexers) as registry:
         for result in registry.extract_many(files):
             failed += not result.ok
             sys.stdout.write(result.to_json_line() + "\n")

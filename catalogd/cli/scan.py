@@ -37,7 +37,11 @@ def command(
             name="scan",
             required=False,
         ) as store,
-        Registry.from_entry_points(settings=settings.indexers) as registry,
+        Registry.from_entry_points(
+            settings=settings.indexers.model_copy(
+                update={"link_root": settings.indexers.link_root or layout.root}
+            )
+        ) as registry,
     ):
         scanner = Scanner(
             store,

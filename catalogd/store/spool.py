@@ -50,7 +50,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from catalogd.document import FileDocument
-from catalogd.errors import EX_CONFIG, StoreError, StoreUnavailable
+from catalogd.errors import EX_CONFIG, EX_TEMPFAIL, StoreError, StoreUnavailable
 from catalogd.store.base import Fingerprint, SearchQuery, SearchResult, Store
 from catalogd.violations import Violation, ViolationState
 
@@ -77,6 +77,14 @@ class SpoolError(StoreError):
 
 class SpoolUnwritable(SpoolError):
     """The spool's directory or file cannot be created (so it holds nothing yet)."""
+
+
+class SpoolFull(SpoolError):
+    """The spool's file system is full. Nothing already spooled is lost (the failed
+    transaction is rolled back); the daemon stops with EX_TEMPFAIL (75), which systemd
+    restarts (``Restart=on-failure``), so it comes back by itself when space returns."""
+
+    exit_code = EX_TEMPFAIL
 
 
 class SpoolInUse(SpoolError):
@@ -219,6 +227,12 @@ class Spool:
                         [(kind, doc_id, body, now) for kind, doc_id, body in rows],
                     )
             except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise SpoolFull(
+                        f"the disk of the write spool {self.path} is full: {len(rows)} "
+                        "writes could not be spooled (nothing spooled before is lost; "
+                        "free space and catalogd catches up)"
+                    ) from exc
                 raise SpoolError(
                     f"cannot write {len(rows)} writes to the spool {self.path}: {exc}"
                 ) from exc
