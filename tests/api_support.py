@@ -5,6 +5,9 @@ The catalogue is a real :class:`~catalogd.store.sqlite.SQLiteStore` filled with 
 documents of files written to disk and classified by the real layout, so access groups
 come from the path exactly as in production. :class:`FakeDirectory` stands in for LDAP
 in the tests of the application's own logic (the LDAP tests use the real slapd).
+
+A test module that uses the fixtures :func:`catalogue` and :func:`users` imports them
+and names them in ``__all__``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -203,6 +207,22 @@ def build_catalogue(tmp_path: Path) -> Catalogue:
     )
     store.flush()
     return Catalogue(root=root, store=store, docs=docs)
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path) -> Iterator[Catalogue]:
+    """The catalogue of :func:`build_catalogue`, its store closed after the test."""
+    built = build_catalogue(tmp_path)
+    try:
+        yield built
+    finally:
+        built.store.close()
+
+
+@pytest.fixture
+def users() -> FakeDirectory:
+    """The small directory of :func:`directory`."""
+    return directory()
 
 
 # -- the application ------------------------------------------------------------------------

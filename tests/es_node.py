@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 from elasticsearch import Elasticsearch, NotFoundError
 
+from catalogd.store.elasticsearch import ElasticsearchStore
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
 #: Fetching (the first time) and starting the node; measured start: about 30 s.
 START_TIMEOUT_S = 600.0
@@ -153,3 +155,30 @@ def es_node() -> Iterator[Node]:
         yield shared_node()
     finally:
         stop_shared_node()
+
+
+@pytest.fixture
+def prefix(es_node: Node) -> Iterator[str]:
+    """An index prefix of the test's own on the shared node; its indices are dropped."""
+    name = es_node.unique_prefix()
+    try:
+        yield name
+    finally:
+        es_node.drop(name)
+
+
+@pytest.fixture
+def es(es_node: Node, prefix: str) -> Iterator[ElasticsearchStore]:
+    """An Elasticsearch store under the test's own prefix."""
+    store = ElasticsearchStore.from_url(es_node.store_url(prefix))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def client(es_node: Node) -> Iterator[Elasticsearch]:
+    """A plain client of the shared node, to look at what the store wrote."""
+    with Elasticsearch(es_node.url) as opened:
+        yield opened

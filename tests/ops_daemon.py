@@ -1,5 +1,9 @@
 """``catalogd run`` as a process, with its listener and status file: shared by the
-operations tests (sd_notify, metrics, ``catalogd status``, logs)."""
+operations tests (sd_notify, metrics, ``catalogd status``, logs).
+
+The primitives here (:data:`CATALOGD`, :func:`wait_for`, :func:`write_nexus`) are also
+those of every other test that drives catalogd as a process (tests/reliability.py,
+tests/test_daemon_cli.py, tests/test_es_spool.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import pytest
@@ -22,12 +27,15 @@ TIMEOUT_S = 60.0
 CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> float:
+    """Poll ``condition`` until true; the seconds it took. Fails the test on timeout."""
+    started = time.monotonic()
+    deadline = started + timeout
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(0.05)
+    return time.monotonic() - started
 
 
 def write_nexus(path: Path, title: str) -> None:
@@ -47,7 +55,47 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class DaemonProcess:
+class CatalogdProcess:
+    """What every test's ``catalogd run`` process offers once its subclass started
+    ``proc``, logging into ``log``, with its status file in ``state``."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    state: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        """status.json ({} until written); fails the test if the daemon has exited."""
+        if self.proc.poll() is not None:
+            pytest.fail(f"catalogd run exited with {self.proc.returncode}:\n{self.output()}")
+        return self.last_status()
+
+    def last_status(self) -> dict[str, Any]:
+        """status.json as the daemon left it ({} when absent or unreadable)."""
+        try:
+            data: dict[str, Any] = json.loads((self.state / "status.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def store_health(self) -> dict[str, Any]:
+        """The store's health in status.json ({} until reported)."""
+        health = self.status().get("store")
+        return health if isinstance(health, dict) else {}
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+class DaemonProcess(CatalogdProcess):
     """``catalogd -v run`` on ``tmp/data`` with the SQLite store ``tmp/catalog.db``,
     its listener on a free loopback port (found in ``tmp/state/status.json``)."""
 
@@ -92,18 +140,10 @@ class DaemonProcess:
                 self.kill()
                 raise
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
     def base_url(self) -> str | None:
         """``http://127.0.0.1:PORT`` once the daemon wrote it into status.json."""
         if self._base_url is None:
-            if self.proc.poll() is not None:
-                pytest.fail(f"catalogd run exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                status = json.loads((self.state / "status.json").read_text())
-            except (OSError, ValueError):
-                return None
+            status = self.status()
             if status.get("pid") == self.proc.pid and status.get("listen"):
                 self._base_url = f"http://{status['listen']}"
         return self._base_url
@@ -126,15 +166,6 @@ class DaemonProcess:
             for family in text_string_to_metric_families(body.decode())
             for s in family.samples
         }
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
 
 
 def value(

@@ -12,30 +12,32 @@ The variable is not ``CATALOGD_``-prefixed on purpose: those are the daemon's se
 and every test starts with them scrubbed.
 
 This module also drives ``catalogd run`` as operators run it (:class:`DaemonProcess`):
-a real process with its own status file, killed or stopped with real signals.
+a real process with its own status file, killed or stopped with real signals; and
+gives a test a small disk of its own to fill (:func:`tmpfs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import re
-import signal
+import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ops_daemon import CATALOGD, CatalogdProcess
+from ops_daemon import wait_for as wait_for  # the reliability tests import it from here
 
 #: Where records go when set (else pytest's cache).
 RESULTS_ENV = "RELIABILITY_DIR"
-CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -135,17 +137,6 @@ def reliability(request: pytest.FixtureRequest) -> Iterator[Recorder]:
 # -- driving catalogd run ------------------------------------------------------------------
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> float:
-    """Poll ``condition`` until true; the seconds it took. Fails the test on timeout."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def descendants(pid: int) -> set[int]:
     """Every living descendant of ``pid``."""
     found: set[int] = set()
@@ -176,7 +167,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-class DaemonProcess:
+class DaemonProcess(CatalogdProcess):
     """``catalogd run`` on ``tmp/data`` (or ``root``) with the SQLite store
     ``tmp/catalog.db`` (or the store ``url``); its status file in ``tmp/state``."""
 
@@ -225,45 +216,45 @@ class DaemonProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def status(self) -> dict[str, Any]:
-        if self.proc.poll() is not None:
-            pytest.fail(f"catalogd run exited with {self.proc.returncode}:\n{self.output()}")
-        return self.last_status()
-
-    def last_status(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self.state / "status.json").read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
-
     def idle(self) -> bool:
         status = self.status()
         return status.get("pending") == 0 and status.get("in_flight") == 0
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``: ``256k``, ``1m``) mounted on the new
+    directory ``mount``, lazily unmounted afterwards."""
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def sqlite_integrity(db: Path) -> str:
     """``PRAGMA integrity_check`` of a database, opened read-only."""
-    import sqlite3
-
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = con.execute("PRAGMA integrity_check").fetchall()
     finally:
         con.close()
     return "; ".join(str(r[0]) for r in rows)
+
+
+def spooled(path: Path) -> int:
+    """The writes waiting in a spool file (0 when there is none, or it cannot be read)."""
+    if not path.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(con.execute("SELECT count(*) FROM ops").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
 
 
 def count_example(recorder: Recorder, target: str, inputs: str) -> None:

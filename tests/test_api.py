@@ -7,8 +7,6 @@ import base64
 import csv
 import io
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from api_support import (
@@ -25,34 +23,22 @@ from api_support import (
     TestClient,
     app_for,
     basic,
-    build_catalogue,
+    catalogue,
     client,
-    directory,
     ids,
     iter_pages,
+    users,
 )
 
 from api.context import embargo_cutoff
 from catalogd.document import display_path
 from catalogd.store.query import encode_cursor
 
+__all__ = ["catalogue", "users"]  # fixtures used below
+
 # The files alice (proposal 20170251) may see, collapsed: the insulin data file is part
 # of its master's dataset.
 ALICE_FILES = {"lysozyme", "notes", "master", "latin1"}
-
-
-@pytest.fixture
-def catalogue(tmp_path: Path) -> Iterator[Catalogue]:
-    built = build_catalogue(tmp_path)
-    try:
-        yield built
-    finally:
-        built.store.close()
-
-
-@pytest.fixture
-def users() -> FakeDirectory:
-    return directory()
 
 
 @pytest.fixture

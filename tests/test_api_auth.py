@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,31 +17,19 @@ from api_support import (
     TestClient,
     app_for,
     basic,
-    build_catalogue,
+    catalogue,
     client,
-    directory,
     ids,
+    users,
 )
 
 from api.throttle import LoginThrottle, Throttled
 from api.tokens import ServiceTokens
 from catalogd.errors import ConfigError
 
+__all__ = ["catalogue", "users"]  # fixtures used below
+
 PORTAL_TOKEN = "portal-5f2b8c1e9d3a47e6b0c4a1f8e2d7c9b3"
-
-
-@pytest.fixture
-def catalogue(tmp_path: Path) -> Iterator[Catalogue]:
-    built = build_catalogue(tmp_path)
-    try:
-        yield built
-    finally:
-        built.store.close()
-
-
-@pytest.fixture
-def users() -> FakeDirectory:
-    return directory()
 
 
 @pytest.fixture

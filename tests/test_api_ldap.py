@@ -10,7 +10,6 @@ auditor, and users whose names are LDAP filter syntax.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from api_support import (
     Clock,
     TestClient,
     basic,
-    build_catalogue,
+    catalogue,
     client,
     ids,
     settings,
@@ -29,16 +28,9 @@ from slapd_node import SlapdNode
 from api.app import create_app
 from api.ldap import LdapDirectory
 
+__all__ = ["catalogue"]  # fixtures used below
+
 PORTAL_TOKEN = "portal-ldap-7e1c0d9b5a3f4e2d8c6b"
-
-
-@pytest.fixture
-def catalogue(tmp_path: Path) -> Iterator[Catalogue]:
-    built = build_catalogue(tmp_path)
-    try:
-        yield built
-    finally:
-        built.store.close()
 
 
 def ldap_client(

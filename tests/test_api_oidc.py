@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -28,10 +27,10 @@ from api_support import (
     FakeDirectory,
     TestClient,
     app_for,
-    build_catalogue,
+    catalogue,
     client,
-    directory,
     ids,
+    users,
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -39,6 +38,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from catalogd.config import load_settings
 from catalogd.errors import ConfigError
+
+__all__ = ["catalogue", "users"]  # fixtures used below
 
 AUDIENCE = "catalogd"
 
@@ -139,20 +140,6 @@ def issuer() -> Iterator[Issuer]:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture
-def catalogue(tmp_path: Path) -> Iterator[Catalogue]:
-    built = build_catalogue(tmp_path)
-    try:
-        yield built
-    finally:
-        built.store.close()
-
-
-@pytest.fixture
-def users() -> FakeDirectory:
-    return directory()
 
 
 def oidc_client(

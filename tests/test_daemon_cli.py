@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import pytest
+from ops_daemon import CATALOGD, CatalogdProcess, wait_for, write_nexus
 
 from catalogd.document import document_id
 from catalogd.store import open_store
 from catalogd.store.base import Store
 
-TIMEOUT_S = 60.0
-CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
 
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def write_nexus(path: Path, title: str) -> None:
-    with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry["title"] = title
-
-
-class Proc:
+class Proc(CatalogdProcess):
     def __init__(self, tmp: Path, *extra: str, config: Path | None = None) -> None:
         self.tmp = tmp
         self.root = tmp / "data"
@@ -61,37 +40,11 @@ class Proc:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            self.status_file = self.state / "status.json"
             wait_for(lambda: self.status().get("pid") == self.proc.pid, "the daemon's status")
             wait_for(lambda: self.status().get("reconciled_at_start") is True, "the reconcile")
         except BaseException:
             self.kill()
             raise
-
-    def status(self) -> dict[str, object]:
-        if self.proc.poll() is not None:
-            pytest.fail(f"catalogd run exited with {self.proc.returncode}:\n{self.output()}")
-        try:
-            data: dict[str, object] = json.loads(self.status_file.read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def final_status(self) -> dict[str, object]:
-        data: dict[str, object] = json.loads(self.status_file.read_text())
-        return data
 
 
 @pytest.fixture
@@ -114,7 +67,7 @@ def test_sigterm_drains_and_stops_cleanly(tree: Path) -> None:
         started = time.monotonic()
         assert proc.terminate() == 0
         assert time.monotonic() - started < 15.0
-        status = proc.final_status()
+        status = proc.last_status()
         assert status["stopped_cleanly"] is True and status["watching"] is False
     finally:
         proc.kill()
@@ -165,7 +118,7 @@ def test_kill_9_and_restart_catches_up_without_duplicates_or_re_reading(tree: Pa
             assert store.count() == len(expected)  # one document per file
     finally:
         assert second.terminate() == 0
-    status = second.final_status()
+    status = second.last_status()
     unchanged = [p for p in expected if p in before and p != str(changed)]
     # Files stored before the kill were not read again; the rest were read once.
     assert status["extracted"] == len(expected) - len(unchanged)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
-from es_node import Node, es_node
+from es_node import Node, client, es, es_node, prefix
+from ops_daemon import CATALOGD
 from test_store_contract import make_doc
 
 from catalogd.document import FileDocument
@@ -26,34 +25,9 @@ from catalogd.store.es_errors import SchemaOutdated
 from catalogd.store.es_reindex import reindex
 from catalogd.store.es_schema import SCHEMA_VERSION, added_since, doc_source
 
-__all__ = ["es_node"]
+__all__ = ["client", "es", "es_node", "prefix"]  # fixtures used below
 
 P = "/data/visitor/biomax/20170251/2017112208/raw"
-CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
-
-
-@pytest.fixture
-def prefix(es_node: Node) -> Iterator[str]:
-    name = es_node.unique_prefix()
-    try:
-        yield name
-    finally:
-        es_node.drop(name)
-
-
-@pytest.fixture
-def es(es_node: Node, prefix: str) -> Iterator[ElasticsearchStore]:
-    store = ElasticsearchStore.from_url(es_node.store_url(prefix))
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@pytest.fixture
-def client(es_node: Node) -> Iterator[Elasticsearch]:
-    with Elasticsearch(es_node.url) as opened:
-        yield opened
 
 
 def doc(i: int, size: int = 100) -> FileDocument:

@@ -8,25 +8,22 @@ the test's own that is halted and started again (the cluster fails).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import h5py
 import pytest
 from elasticsearch import Elasticsearch
-from es_node import Node, es_node, throwaway_node
+from es_node import Node, es_node, prefix, throwaway_node
+from ops_daemon import CATALOGD, CatalogdProcess, wait_for, write_nexus
+from reliability import spooled
 from test_store_contract import make_doc
 
 from catalogd.document import FileDocument, document_id
@@ -38,18 +35,9 @@ from catalogd.store.elasticsearch import ElasticsearchStore
 from catalogd.store.spool import Spool, SpoolError, SpoolingStore, spool_path
 from catalogd.violations import Violation, ViolationState
 
-__all__ = ["es_node", "throwaway_node"]  # fixtures used below
+__all__ = ["es_node", "prefix", "throwaway_node"]  # fixtures used below
 
 P = "/data/visitor/biomax/20170251/2017112208/raw"
-TIMEOUT_S = 60.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Gate:
@@ -125,15 +113,6 @@ class Gate:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-
-
-@pytest.fixture
-def prefix(es_node: Node) -> Iterator[str]:
-    name = es_node.unique_prefix()
-    try:
-        yield name
-    finally:
-        es_node.drop(name)
 
 
 @pytest.fixture
@@ -433,19 +412,16 @@ def test_a_closed_spooling_store_refuses_writes(es_node: Node, prefix: str, tmp_
 
 
 # -- the daemon across an outage and a SIGKILL --------------------------------------------------
-CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
 
 
-def write_nexus(path: Path, title: str) -> None:
+def write_whole(path: Path, title: str) -> None:
+    """A NeXus file that appears complete (written aside, then renamed into place)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry["title"] = title
+    write_nexus(tmp, title)
     os.replace(tmp, path)
 
 
-class Daemon:
+class Daemon(CatalogdProcess):
     """``catalogd run`` as a process, writing to the node through a spool."""
 
     def __init__(self, tmp: Path, url: str) -> None:
@@ -467,23 +443,6 @@ class Daemon:
             self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.status().get("pid") == self.proc.pid, "the daemon's status")
 
-    def status(self) -> dict[str, object]:
-        if self.proc.poll() is not None:
-            pytest.fail(f"catalogd run exited with {self.proc.returncode}:\n{self.output()}")
-        try:
-            data: dict[str, object] = json.loads((self.state / "status.json").read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
 
 @pytest.mark.slow
 def test_the_daemon_loses_nothing_across_an_outage_and_a_kill(
@@ -496,7 +455,7 @@ def test_the_daemon_loses_nothing_across_an_outage_and_a_kill(
     latest: dict[str, str] = {}
 
     def write(name: str, title: str) -> None:
-        write_nexus(raw / name, title)
+        write_whole(raw / name, title)
         latest[name] = title
 
     daemon = Daemon(tmp_path, url)
@@ -516,8 +475,8 @@ def test_the_daemon_loses_nothing_across_an_outage_and_a_kill(
         wait_for(lambda: daemon.status().get("pid") is not None, "the daemon")
         spool = tmp_path / "spool" / "run.spool.sqlite"
         wait_for(lambda: spooled(spool) > 0, "writes in the spool")
-        wait_for(lambda: store_health(daemon).get("spooled", 0) > 0, "status.json: degraded")
-        health = store_health(daemon)
+        wait_for(lambda: daemon.store_health().get("spooled", 0) > 0, "status.json: degraded")
+        health = daemon.store_health()
         assert health["state"] == "degraded" and str(urlsplit(url).port) in health["error"]
 
         time.sleep(1.0)  # let the daemon take in what it saw, then kill it mid-outage
@@ -533,27 +492,12 @@ def test_the_daemon_loses_nothing_across_an_outage_and_a_kill(
         node.resume()
         wait_for(lambda: found_titles(node) == latest, "every file, once, as last written", 120)
         wait_for(lambda: spooled(spool) == 0, "an empty spool")
-        wait_for(lambda: store_health(daemon) == {"state": "ok"}, "status.json: ok again")
+        wait_for(lambda: daemon.store_health() == {"state": "ok"}, "status.json: ok again")
         with Elasticsearch(node.url) as client:
             client.indices.refresh(index="outage-files")
             assert client.count(index="outage-files")["count"] == len(latest) == 60
     finally:
         daemon.kill()
-
-
-def store_health(daemon: Daemon) -> dict[str, Any]:
-    health = daemon.status().get("store")
-    return health if isinstance(health, dict) else {}
-
-
-def spooled(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return int(db.execute("SELECT count(*) FROM ops").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 def found_titles(node: Node) -> dict[str, str]:

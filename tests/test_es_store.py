@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import h5py
 import pytest
 from elasticsearch import Elasticsearch
 from elasticsearch import exceptions as es_exceptions
-from es_node import Node, es_node
+from es_node import Node, client, es, es_node, prefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_store_contract import P1, entry, make_doc, put, random_docs, random_queries
@@ -30,33 +29,9 @@ from catalogd.store.es_errors import ERROR_MAP, translate
 from catalogd.store.es_schema import SCHEMA_VERSION, search_values
 from catalogd.store.memory import MemoryStore
 
-__all__ = ["es_node"]  # the session fixture, used by the tests below
+__all__ = ["client", "es", "es_node", "prefix"]  # fixtures used below
 
 CATALOGD = str(Path(sys.executable).with_name("catalogd"))
-
-
-@pytest.fixture
-def prefix(es_node: Node) -> Iterator[str]:
-    name = es_node.unique_prefix()
-    try:
-        yield name
-    finally:
-        es_node.drop(name)
-
-
-@pytest.fixture
-def es(es_node: Node, prefix: str) -> Iterator[ElasticsearchStore]:
-    store = ElasticsearchStore.from_url(es_node.store_url(prefix))
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-@pytest.fixture
-def client(es_node: Node) -> Iterator[Elasticsearch]:
-    with Elasticsearch(es_node.url) as opened:
-        yield opened
 
 
 # -- URLs -----------------------------------------------------------------------------------

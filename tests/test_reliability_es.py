@@ -12,20 +12,26 @@ old title or a deleted file).
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import h5py
 import pytest
 from elasticsearch import Elasticsearch
 from es_node import Node
-from reliability import DaemonProcess, Outcome, Recorder, wait_for
+from reliability import (
+    DaemonProcess,
+    Outcome,
+    Recorder,
+    spooled,
+    sqlite_integrity,
+    tmpfs,
+    wait_for,
+)
 
 from catalogd.errors import StoreUnavailable
 from catalogd.store.elasticsearch import ElasticsearchStore
@@ -96,21 +102,6 @@ def on_disk(root: Path) -> dict[str, str]:
     return found
 
 
-def spooled(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            return int(db.execute("SELECT count(*) FROM ops").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
-def health(daemon: DaemonProcess) -> dict[str, Any]:
-    value = daemon.status().get("store")
-    return value if isinstance(value, dict) else {}
-
-
 def out_of_order(docs: dict[str, tuple[str, float, int]]) -> int:
     """Documents whose last write reached the node before an earlier-stamped one's."""
     by_seq = sorted(docs.values(), key=lambda d: d[2])
@@ -133,7 +124,9 @@ def test_elasticsearch_stopped_for_60_s_during_a_burst(
         stopper = threading.Thread(target=node.halt)
         stopper.start()
         stopper.join()
-        wait_for(lambda: health(daemon).get("state") == "degraded", "the daemon to see it", 60)
+        wait_for(
+            lambda: daemon.store_health().get("state") == "degraded", "the daemon to see it", 60
+        )
         assert writer.wait(240) == 0
         # While it is down, files change and go: the replay must keep that order.
         for i in range(0, n, 10):
@@ -154,7 +147,7 @@ def test_elasticsearch_stopped_for_60_s_during_a_burst(
 
         wait_for(caught_up, "the catalogue to match the disk", 180)
         recovered_s = time.monotonic() - resumed
-        wait_for(lambda: health(daemon) == {"state": "ok"}, "status.json: ok again", 60)
+        wait_for(lambda: daemon.store_health() == {"state": "ok"}, "status.json: ok again", 60)
         docs = catalogue(node, prefix)
     finally:
         writer.kill()
@@ -190,13 +183,8 @@ def test_elasticsearch_stopped_for_60_s_during_a_burst(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs for the spool: it fills after some dozens of documents."""
-    mount = tmp_path / "spool"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "spool", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_the_spool_disk_fills_up(
@@ -227,7 +215,7 @@ def test_the_spool_disk_fills_up(
         exit_status = daemon.proc.returncode
         output = daemon.output()
         errors = [line for line in output.splitlines() if "full" in line and "spool" in line]
-        integrity = spool_integrity(spool)
+        integrity = sqlite_integrity(spool)
         kept = spooled(spool)
         # Space returns, then the node.
         subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
@@ -245,7 +233,7 @@ def test_the_spool_disk_fills_up(
 
         wait_for(caught_up, "every file in the catalogue", 180)
         recovered_s = time.monotonic() - resumed
-        wait_for(lambda: health(daemon) == {"state": "ok"}, "status.json: ok again", 60)
+        wait_for(lambda: daemon.store_health() == {"state": "ok"}, "status.json: ok again", 60)
     finally:
         if daemon.proc.poll() is None:
             daemon.terminate()
@@ -275,8 +263,3 @@ def test_the_spool_disk_fills_up(
         assert "full" in output.strip().splitlines()[-1]
     assert integrity == "ok"
     assert {p: d[0] for p, d in docs.items()} == expected
-
-
-def spool_integrity(path: Path) -> str:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-        return "; ".join(str(r[0]) for r in db.execute("PRAGMA integrity_check"))

@@ -26,6 +26,7 @@ from reliability import (
     alive,
     descendants,
     sqlite_integrity,
+    tmpfs,
     wait_for,
 )
 
@@ -269,13 +270,8 @@ def test_sigterm_during_heavy_indexing(tree: Path, reliability: Recorder) -> Non
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "tiny", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_spool_disk_stops_the_daemon_with_a_status_systemd_restarts(
