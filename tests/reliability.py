@@ -104,7 +104,8 @@ def results_dir(config: pytest.Config) -> Path:
         path = Path(explicit)
         path.mkdir(parents=True, exist_ok=True)
         return path
-    return Path(config.cache.mkdir("reliability")) if config.cache else Path(".reliability")
+    cache = getattr(config, "cache", None)  # absent under -p no:cacheprovider
+    return Path(cache.mkdir("reliability")) if cache is not None else Path(".reliability")
 
 
 _RUN: dict[str, Any] = {}
