@@ -175,8 +175,8 @@ def user_dn(layout: str, name: str) -> str:
     return f"uid={escape_rdn(name)},{user_base(layout)}"
 
 
-def group_dn(layout: str, key: str) -> str:
-    group = next(g for g in GROUPS if g.key == key)
+def group_dn(layout: str, key: str, groups: tuple[Group, ...] = GROUPS) -> str:
+    group = next(g for g in groups if g.key == key)
     rdn = group.rdn or f"cn={escape_rdn(group.names[0])}"
     return f"{rdn},{group_base(layout)}"
 
@@ -206,8 +206,13 @@ def _entry(dn: str, attributes: list[tuple[str, str]]) -> str:
     return "\n".join([_line("dn", dn), *(_line(a, v) for a, v in attributes)]) + "\n"
 
 
-def ldif() -> str:
-    """The whole directory: suffix, service account, both layouts."""
+def ldif(
+    users: tuple[User, ...] = USERS,
+    groups: tuple[Group, ...] = GROUPS,
+    layouts: tuple[str, ...] = LAYOUTS,
+) -> str:
+    """The whole directory: suffix, service account, and ``users`` and ``groups`` in
+    each of ``layouts`` (by default the test directory, both layouts)."""
     entries = [
         _entry(
             SUFFIX,
@@ -227,14 +232,14 @@ def ldif() -> str:
             ],
         ),
     ]
-    for layout in LAYOUTS:
+    for layout in layouts:
         entries.append(
             _entry(f"ou={layout},{SUFFIX}", [("objectClass", "organizationalUnit"), ("ou", layout)])
         )
         for base in (user_base(layout), group_base(layout)):
             ou = base.split(",", 1)[0].removeprefix("ou=")
             entries.append(_entry(base, [("objectClass", "organizationalUnit"), ("ou", ou)]))
-        for user in USERS:
+        for user in users:
             entries.append(
                 _entry(
                     user_dn(layout, user.name),
@@ -251,7 +256,7 @@ def ldif() -> str:
                     ],
                 )
             )
-        for group in GROUPS:
+        for group in groups:
             attributes = [("cn", name) for name in group.names]
             if group.rdn is not None:
                 attribute, value = group.rdn.split("=", 1)
@@ -265,12 +270,12 @@ def ldif() -> str:
             else:
                 attributes.insert(0, ("objectClass", "groupOfNames"))
                 attributes += [("member", user_dn(layout, name)) for name in group.users]
-                attributes += [("member", group_dn(layout, key)) for key in group.groups]
-            entries.append(_entry(_group_entry_dn(layout, group), attributes))
+                attributes += [("member", group_dn(layout, key, groups)) for key in group.groups]
+            entries.append(_entry(_group_entry_dn(layout, group, groups), attributes))
     return "\n".join(entries)
 
 
-def _group_entry_dn(layout: str, group: Group) -> str:
+def _group_entry_dn(layout: str, group: Group, groups: tuple[Group, ...]) -> str:
     if group.rdn is not None and layout == "rfc2307":
         return f"gidNumber={group.gid_number},{group_base(layout)}"
-    return group_dn(layout, group.key)
+    return group_dn(layout, group.key, groups)

@@ -143,7 +143,9 @@ class SlapdNode:
     users = data.PASSWORDS
     expected = data.EXPECTED
 
-    def __init__(self) -> None:
+    def __init__(self, *, ldif: str | None = None, port: int | None = None) -> None:
+        """Start a directory holding ``ldif`` (default: the test directory of
+        :mod:`ldap_fixtures`) on ``port`` (default: a free one)."""
         if not SLAPD.exists():
             install = subprocess.run(
                 [str(SCRIPT), "install"], capture_output=True, text=True, check=False
@@ -151,7 +153,7 @@ class SlapdNode:
             if install.returncode != 0:
                 raise RuntimeError(f"scripts/slapd.sh install failed:\n{install.stderr}")
         self.run_dir = Path(tempfile.mkdtemp(prefix="catalogd-slapd-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
         #: The same directory over TLS from the first byte (ldaps), with a certificate
         #: for 127.0.0.1 signed by the test CA in :attr:`ca_file`.
@@ -173,10 +175,10 @@ class SlapdNode:
             encoding="utf-8",
         )
         (self.run_dir / "db").mkdir()
-        ldif = self.run_dir / "directory.ldif"
-        ldif.write_text(data.ldif(), encoding="utf-8")
+        ldif_file = self.run_dir / "directory.ldif"
+        ldif_file.write_text(data.ldif() if ldif is None else ldif, encoding="utf-8")
         loaded = subprocess.run(
-            ["slapadd", "-q", "-f", str(config), "-l", str(ldif)],
+            ["slapadd", "-q", "-f", str(config), "-l", str(ldif_file)],
             capture_output=True,
             text=True,
             check=False,
