@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from catalogd.identity import NameCache
@@ -202,9 +202,16 @@ class DocumentBuilder:
         )
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(FileDocument))
+
+
 def to_json(doc: FileDocument) -> JSONDict:
-    """The document as JSON-ready data, the shape ``catalogd search --json`` prints."""
-    data = asdict(doc)
+    """The document as JSON-ready data, the shape ``catalogd search --json`` prints.
+
+    A shallow copy: ``entries`` and ``metadata`` are the document's own (frozen
+    document, JSON-ready values), not deep copies, which cost more than the rest of an
+    API answer (``dataclasses.asdict`` took ~27 ms for 50 NeXus documents)."""
+    data = {name: getattr(doc, name) for name in _FIELD_NAMES}
     data["path"] = display_path(doc.path)
     data["name"] = display_path(doc.name)
     if doc.inner_path is not None:
