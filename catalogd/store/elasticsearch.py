@@ -340,11 +340,14 @@ class ElasticsearchStore(Store):
     # -- writes -----------------------------------------------------------------------------
     def put(self, docs: Iterable[FileDocument]) -> None:
         docs = list(docs)
-        for doc in docs:
-            schema.doc_source(doc)  # refuse what cannot be stored, before any look-up
+        # Encoded first, so what cannot be stored is refused before any look-up; a
+        # document es_links leaves as it is (the same object) keeps this encoding.
+        encoded = {id(doc): schema.doc_source(doc) for doc in docs}
         with self._write_lock:  # datasets: look-ups and writes in one step (es_links)
             written, refresh = es_links.prepare_put(self._call, self._files, docs)
-            actions: list[Action] = [("index", d.id, schema.doc_source(d)) for d in written]
+            actions: list[Action] = [
+                ("index", d.id, encoded.get(id(d)) or schema.doc_source(d)) for d in written
+            ]
             if actions:
                 self._bulk(self._files, actions, refresh=refresh)
 
