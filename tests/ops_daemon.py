@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 TIMEOUT_S = 60.0
 CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> float:

@@ -29,7 +29,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -46,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ldap3 import NONE, Connection, Server
 from ldap3.core.exceptions import LDAPException
+from ops_daemon import free_port
 
 from catalogd.config import LdapSettings
 
@@ -87,13 +87,6 @@ access to *
     by dn.exact="{service}" read
     by * none
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_certificates(directory: Path) -> None:

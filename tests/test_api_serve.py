@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from api_support import ALICE, build_catalogue
+from ops_daemon import CATALOGD, free_port
 
 TIMEOUT_S = 60.0
-CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
 #: A directory nobody answers at: the process must still start and serve /healthz.
 LDAP_CONFIG = """\
 [ldap]
@@ -27,13 +26,6 @@ user_base = "ou=people,dc=example,dc=org"
 group_base = "ou=groups,dc=example,dc=org"
 timeout_s = 2.0
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ops_daemon import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def proposals(base: str, user: str) -> dict[str, int]:

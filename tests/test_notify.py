@@ -7,14 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_daemon import DaemonProcess, wait_for
+from ops_daemon import CATALOGD, DaemonProcess, free_port, wait_for
 
 from catalogd.config import Settings
 from catalogd.daemon import Daemon
@@ -210,13 +209,9 @@ def test_serve_notifies_ready_watchdog_and_stopping(tmp_path: Path, listener: Li
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOGD_")}
     env.update(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="200000")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = "import sys; from catalogd.cli import main; sys.exit(main())"
-    argv = [sys.executable, "-c", command, "--config", str(config), "serve"]
+    port = free_port()
     proc = subprocess.Popen(
-        [*argv, "--listen", f"127.0.0.1:{port}"],
+        [*CATALOGD, "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import h5py
 import httpx
 import ldap_fixtures as data
 import pytest
+from ops_daemon import CATALOGD, free_port
 from reliability import Outcome, Recorder, wait_for
 from slapd_node import SlapdNode
 
@@ -31,13 +30,6 @@ TTL_S = 4.0
 LDAP_TIMEOUT_S = 1.0
 TOKEN = "portal-secret-token-for-the-outage-test"
 RAW = ("visitor", "biomax", "20170251", "2017112208", "raw")
-CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
