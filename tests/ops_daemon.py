@@ -72,6 +72,19 @@ class CatalogdProcess:
     log: Path
     state: Path
 
+    def launch(self, args: list[str], env: dict[str, str], *, reconciled: bool = True) -> None:
+        """Start ``args`` logging into ``log`` and wait until it wrote its status (and,
+        with ``reconciled``, finished the reconcile at start); killed if it does not."""
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: self.status().get("pid") == self.proc.pid, "the daemon's status")
+            if reconciled:
+                wait_for(lambda: self.status().get("reconciled_at_start") is True, "the reconcile")
+        except BaseException:
+            self.kill()
+            raise
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 

@@ -204,14 +204,7 @@ class DaemonProcess(CatalogdProcess):
         args = [*CATALOGD, "-v", "run", "--root", str(self.root), "--store", self.url]
         if obey_modes:  # root without the capabilities to read past file modes
             args = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *args]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(args, env=full, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: self.status().get("pid") == self.proc.pid, "the daemon's status")
-            wait_for(lambda: self.status().get("reconciled_at_start") is True, "the reconcile")
-        except BaseException:
-            self.kill()
-            raise
+        self.launch(args, full)
 
     @property
     def pid(self) -> int:

@@ -37,14 +37,7 @@ class Proc(CatalogdProcess):
         if config is not None:
             args += ["--config", str(config)]
         args += ["run", "--root", str(self.root), "--store", self.url, *extra]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: self.status().get("pid") == self.proc.pid, "the daemon's status")
-            wait_for(lambda: self.status().get("reconciled_at_start") is True, "the reconcile")
-        except BaseException:
-            self.kill()
-            raise
+        self.launch(args, env)
 
 
 @pytest.fixture

@@ -439,9 +439,7 @@ class Daemon(CatalogdProcess):
         )
         (tmp / "none.toml").write_text("")
         args = [*CATALOGD, "-v", "run", "--root", str(tmp / "data"), "--store", url]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.status().get("pid") == self.proc.pid, "the daemon's status")
+        self.launch(args, env, reconciled=False)
 
 
 @pytest.mark.slow
