@@ -4,6 +4,13 @@ Each command lives in its own module of this package and is registered on :data:
 Commands raise :class:`~catalogd.errors.CatalogdError`; only :func:`main` turns errors
 into messages on standard error and exit statuses, so user mistakes never show a
 traceback.
+
+The global options (``--config FILE``, ``-v``) are accepted before and after the
+subcommand (``catalogd --config F serve`` and ``catalogd serve --config F`` are the
+same): :class:`LazyGroup` adds them to every subcommand as click options of its own,
+whose callbacks update the shared :class:`CliContext`. When both forms are given, the
+``--config`` after the subcommand wins (it is the later one on the line), and the
+``-v`` counts add up.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ class CliContext:
     """What every command shares: the configuration file, loaded on first use."""
 
     config_option: str | None = None
+    verbose: int = 0
     _settings: Settings | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
@@ -61,8 +69,56 @@ COMMANDS = {
 }
 
 
+CONFIG_HELP = (
+    "Configuration file (default: $CATALOGD_CONFIG, else /etc/catalogd/catalogd.toml "
+    "when it exists, else built-in defaults)."
+)
+VERBOSE_HELP = "More log output (-vv for debug)."
+
+
+def _log_level(verbose: int) -> int:
+    return logging.WARNING - 10 * min(verbose, 2)
+
+
+def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        cli_ctx = ctx.find_object(CliContext)
+        assert cli_ctx is not None
+        cli_ctx.config_option = value
+        cli_ctx._settings = None  # loaded from this file on first use
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        cli_ctx = ctx.find_object(CliContext)
+        assert cli_ctx is not None
+        cli_ctx.verbose += value
+        logs.setup(_log_level(cli_ctx.verbose))
+
+
+def global_options() -> list[click.Parameter]:
+    """``--config`` and ``-v`` as options of a subcommand (given after its name)."""
+    return [
+        click.Option(
+            ["--config", "late_config"],
+            metavar="FILE",
+            help=CONFIG_HELP,
+            expose_value=False,
+            callback=_late_config,
+        ),
+        click.Option(
+            ["-v", "--verbose", "late_verbose"],
+            count=True,
+            help=VERBOSE_HELP,
+            expose_value=False,
+            callback=_late_verbose,
+        ),
+    ]
+
+
 class LazyGroup(click.Group):
-    """A click group whose commands are imported on first use."""
+    """A click group whose commands are imported on first use, each given the global
+    options so that they may also follow the command's name."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -74,25 +130,23 @@ class LazyGroup(click.Group):
         module, attribute = target.split(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
+        if not any(param.name == "late_config" for param in command.params):
+            command.params.extend(global_options())
         return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="catalogd")
-@click.option(
-    "--config",
-    "config_option",
-    metavar="FILE",
-    help="Configuration file (default: $CATALOGD_CONFIG, else /etc/catalogd/catalogd.toml "
-    "when it exists, else built-in defaults).",
-)
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--config", "config_option", metavar="FILE", help=CONFIG_HELP)
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, config_option: str | None, verbose: int) -> None:
-    """Catalogue, police and search a light source's /data tree."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logs.setup(level)
-    ctx.obj = CliContext(config_option=config_option)
+    """Catalogue, police and search a light source's /data tree.
+
+    The options above may also be given after the command (catalogd serve --config F);
+    there, --config wins over one given before, and -v counts add up."""
+    logs.setup(_log_level(verbose))
+    ctx.obj = CliContext(config_option=config_option, verbose=verbose)
 
 
 def main(argv: list[str] | None = None) -> int:
