@@ -125,7 +125,7 @@ def build_clean(root: Path, ids: Ids) -> dict[str, Path]:
     places: dict[str, Path] = {}
     for user_type, p, gid, bl_mode in (
         ("visitor", ids.p1, ids.p1_gid, 0o2775),
-        ("proprietary", ids.p2, ids.p2_gid, 0o2750),
+        ("proprietary", ids.p2, ids.p2_gid, 0o2755),  # the seed's table holds here too
     ):
         top = mk(root / user_type, 0, 0, 0o2755)
         bl = mk(top / ids.beamline, u, ids.bl_gid, bl_mode)
@@ -160,10 +160,10 @@ def plant(root: Path, ids: Ids, places: dict[str, Path]) -> set[tuple[str, str]]
         mk(prop / "visit-without-date", u, g, 0o2770): R.VISIT_DATE,
         mk(places["visitor"] / "README", u, ids.bl_gid, 0o644, file=True): R.UNEXPECTED,
         mk(root / "guests", 0, 0, 0o755): R.UNKNOWN_USER_TYPE,
-        # proprietary is stricter: a beamline directory mode visitor allows
+        # a beamline directory mode the seed's table does not allow
         places["proprietary"]: R.MODE,
     }
-    os.chmod(places["proprietary"], 0o2775)
+    os.chmod(places["proprietary"], 0o2777)
     # ...and the beamline group may not be named in a proprietary ACL
     set_acl(places["proprietary-raw"] / "scan_001" / "frame.h5", AclEntry(GROUP, 4, ids.bl_gid))
     set_acl(raw / "acl.h5", AclEntry(USER, 4, ids.out_uid))
@@ -356,7 +356,7 @@ def test_cli_json_csv_html_table_and_mending(
         (p, r) for p, r in expected if r in {R.OWNER, R.GROUP, R.MODE, R.SETGID, R.OTHER_ACCESS}
     }
     assert left == {(display(p), r) for p, r in expected - fixable}
-    assert os.stat(places["proprietary"]).st_mode & 0o7777 == 0o2770
+    assert os.stat(places["proprietary"]).st_mode & 0o7777 == 0o2775
     mend(root, ids, places)
     assert main(["audit", str(root), "--format", "json"]) == 0
     assert capfd.readouterr().out == ""

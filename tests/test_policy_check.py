@@ -74,7 +74,9 @@ CLEAN = [
     (V + "/raw/scan", st(0o2770, 200)),
     (V + "/raw/scan/f.h5", st(0o640, 200, kind=stat.S_IFREG)),
     (V + "/raw/f.h5", st(0o660, 200, kind=stat.S_IFREG)),
-    ("/data/proprietary/bl", st(0o2750, 100, 10)),
+    # the seed's table holds for proprietary too (issue 13): 2775 or 2755 is clean
+    ("/data/proprietary/bl", st(0o2755, 100, 10)),
+    ("/data/proprietary/bl", st(0o2775, 100, 10)),
 ]
 
 
@@ -101,8 +103,9 @@ DIRTY = [
     (V + "/notes.txt", st(0o664, kind=stat.S_IFREG), [R.OTHER_ACCESS, R.UNEXPECTED]),
     ("/data/guests", st(0o755, 0, 0), [R.UNKNOWN_USER_TYPE]),
     ("/data/notes.txt", st(0o644, 0, 0, kind=stat.S_IFREG), [R.UNEXPECTED]),
-    # proprietary is stricter: its beamline directories give others nothing
-    ("/data/proprietary/bl", st(0o2775, 100, 10), [R.MODE]),
+    ("/data/proprietary/bl", st(0o2777, 100, 10), [R.MODE]),
+    # the seed's modes are the default for proprietary too: a stricter one is configured
+    ("/data/proprietary/bl", st(0o2750, 100, 10), [R.MODE]),
 ]
 
 
@@ -206,10 +209,61 @@ def test_settings_overrides_and_severities() -> None:
     assert rules_of("/data/visitor/bl/p1/x", st(0o2770), pol=pol) == []
     [found] = pol.check(classify(V + "/raw/d", LAYOUT), st(0o770))
     assert found.severity == "critical"
-    # built-in proprietary strictness survives a site override of another key
+    # the built-in proprietary ACL rule survives a site override of another key
     strict = PolicySettings(user_types={"proprietary": UserTypeOverride(inside_owner="root")})
-    assert strict.for_user_type("proprietary").beamline.modes == ("2770", "2750")
+    assert strict.for_user_type("proprietary").acl_allowed_groups == ("{proposal_group}",)
+    assert strict.for_user_type("proprietary").beamline.modes == ("2775", "2755")
     assert strict.for_user_type("proprietary").inside_owner == "root"
+
+
+POLICY_DOC = Path(__file__).resolve().parent.parent / "docs" / "policy.md"
+
+
+def doc_examples() -> dict[str, str]:
+    """The TOML blocks of docs/policy.md, by the heading they stand under."""
+    examples: dict[str, str] = {}
+    heading = ""
+    lines = iter(POLICY_DOC.read_text("utf-8").splitlines())
+    for line in lines:
+        if line.startswith("#"):
+            heading = line.lstrip("# ")
+        elif line == "```toml":
+            block = []
+            for inner in lines:
+                if inner == "```":
+                    break
+                block.append(inner)
+            examples[heading] = "\n".join(block) + "\n"
+    return examples
+
+
+def test_every_policy_doc_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    from catalogd.config import load_settings
+
+    examples = doc_examples()
+    assert "A stricter proprietary policy" in examples
+    for text in examples.values():
+        config = tmp_path / "catalogd.toml"
+        config.write_text(text, encoding="utf-8")
+        load_settings(config)  # ConfigError names the key when an example is wrong
+
+
+def test_proprietary_beamline_at_2755_is_clean_by_default_and_flagged_by_the_strict_example(
+    tmp_path: Path,
+) -> None:
+    from catalogd.config import load_settings
+
+    beamline = ("/data/proprietary/bl", st(0o2755, 100, 10))
+    assert rules_of(*beamline) == []
+    config = tmp_path / "catalogd.toml"
+    config.write_text(doc_examples()["A stricter proprietary policy"], encoding="utf-8")
+    strict = policy(load_settings(config).policy)
+    assert rules_of(*beamline, pol=strict) == [R.MODE]
+    assert rules_of("/data/proprietary/bl", st(0o2750, 100, 10), pol=strict) == []
+    # from a file, an override of the modes leaves the owner and group checked
+    assert rules_of("/data/proprietary/bl", st(0o2750, 0, 40), pol=strict) == [R.OWNER, R.GROUP]
+    # the stricter variant is proprietary's only: visitor keeps the seed's table
+    assert rules_of("/data/visitor/bl", st(0o2755, 100, 10), pol=strict) == []
 
 
 @pytest.mark.parametrize(

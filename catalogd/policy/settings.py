@@ -10,10 +10,14 @@ Owner and group names are templates. Besides ``{user_type}``, ``{beamline}``,
 ``{proposal_group}``, which are the layout's own templates (``[layout]``) filled in, so
 a site renames its groups in one place.
 
-The defaults (:class:`UserTypePolicy`) apply to every user type. A built-in override
-(:data:`DEFAULT_OVERRIDES`) makes ``proprietary`` stricter than ``visitor``: its beamline
-directories give others no access and its ACLs may name only the proposal group.
-``[policy.user_types.<name>]`` then changes only the keys it names for that user type.
+The defaults (:class:`UserTypePolicy`) are the seed's table, for every user type: a
+default never flags a mode the facility's own table allows (a ``proprietary`` beamline
+directory at ``2755`` is clean). The one built-in override (:data:`DEFAULT_OVERRIDES`)
+is outside the table: ``proprietary`` ACLs may name only the proposal group, since there
+the beamline staff group is not part of the proposal group (``[layout]
+strict_user_types``). ``[policy.user_types.<name>]`` then changes only the keys it names
+for that user type; docs/policy.md shows the stricter proprietary beamline modes
+(``2770`` or ``2750``) as such a configuration.
 
 Example::
 
@@ -186,23 +190,25 @@ class UserTypeOverride(_Model):
     require_visit_date: bool | None = None
 
     def apply(self, base: UserTypePolicy) -> UserTypePolicy:
-        """``base`` with the keys this override sets replaced (validated again)."""
+        """``base`` with the keys this override sets replaced (validated again).
+
+        A key is set when it is not None (TOML has no null): the configuration loader
+        validates the sections again, which marks every field as set, so
+        ``model_fields_set`` cannot tell what the file named."""
         data: dict[str, Any] = base.model_dump()
-        for key in self.model_fields_set:
-            value = getattr(self, key)
-            if key in _LEVELS and value is not None:
-                data[key] = {**data[key], **value.model_dump(exclude_unset=True)}
+        for key, value in self.model_dump(exclude_none=True).items():
+            if key in _LEVELS:
+                data[key] = {**data[key], **value}
             else:
                 data[key] = value
         return UserTypePolicy.model_validate(data)
 
 
-#: The seed: industrial users' data is not visible beyond the proposal group.
+#: Built in beyond the seed's table (which has no ACL column): industrial users' data is
+#: not visible beyond the proposal group, so a proprietary ACL may not name the beamline
+#: group. The table's modes stay the default for every user type (issue 13).
 DEFAULT_OVERRIDES: dict[str, UserTypeOverride] = {
-    "proprietary": UserTypeOverride(
-        beamline=LevelOverride(modes=("2770", "2750")),
-        acl_allowed_groups=("{proposal_group}",),
-    ),
+    "proprietary": UserTypeOverride(acl_allowed_groups=("{proposal_group}",)),
 }
 
 
