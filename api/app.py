@@ -49,15 +49,18 @@ def create_app(
     *,
     directory: Directory | None = None,
     clock: Callable[[], float] = time.time,
+    throttle: LoginThrottle | None = None,
 ) -> FastAPI:
     """The search API over ``store``, authenticating against ``directory`` (None: no
     directory, so every catalogue request answers 503). ``clock`` gives POSIX time (the
-    login throttle and the embargo); tests pass their own."""
+    login throttle and the embargo); tests pass their own. ``throttle`` is the record of
+    failed logins (default: this process's own; several workers share one)."""
     metrics = ApiMetrics()
     authenticator = Authenticator(
         settings.api,
         directory,
-        throttle=LoginThrottle(
+        throttle=throttle
+        or LoginThrottle(
             max_failures=settings.api.login_max_failures,
             window_s=settings.api.login_window_s,
             clock=clock,

@@ -237,6 +237,13 @@ class ApiSettings(Section):
     """``[api]``: the search API."""
 
     listen: str = "127.0.0.1:8080"
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Processes `catalogd serve` runs on the one listen socket (default: "
+        "the CPUs this process may use). `catalogd run` serves from one thread.",
+    )
     enabled: bool = Field(
         default=False, description="Also serve the API from `catalogd run` (same process)."
     )
@@ -261,6 +268,15 @@ class ApiSettings(Section):
         description="Addresses of reverse proxies whose X-Forwarded-For is believed (the "
         "client address is what failed logins are counted by); empty: none.",
     )
+
+    def effective_workers(self) -> int:
+        """``workers``, else the number of CPUs this process may run on."""
+        if self.workers is not None:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     @field_validator("listen")
     @classmethod
