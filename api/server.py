@@ -7,18 +7,47 @@ a server thread. Alone, uvicorn runs in the main thread and handles SIGTERM and 
 itself (it finishes the requests in flight, then returns); beside the daemon it runs in
 a thread of its own and is stopped by :meth:`BackgroundServer.stop` when the daemon
 stops.
+
+**Several workers** (``[api] workers`` > 1, ``catalogd serve`` only): uvicorn's own
+multi-process supervisor (:class:`uvicorn.supervisors.Multiprocess`) runs N worker
+processes on the one socket bound here, which they inherit; the kernel hands each new
+connection to one of them. uvicorn's supervisor is used rather than forking our own
+servers because it already does what a supervisor must (spawned, not forked, workers,
+so no thread or connection of the parent leaks into them; a health ping per worker;
+replacing a worker that dies or hangs; graceful stop on SIGTERM; SIGHUP replaces the
+workers one by one), and :class:`_Supervisor` adds only systemd's notifications. Each
+worker builds its own application in :meth:`WorkerConfig.load`: its own store reader,
+directory connections and caches. What must hold across workers:
+
+* the failed-login limit is shared (:class:`~api.throttle.SharedLoginThrottle`, a
+  SQLite file in a private directory the supervisor creates and removes), so
+  ``login_max_failures`` holds per source for the whole server;
+* the directory's group cache stays per worker: each worker keeps a user's groups at
+  most ``[ldap] cache_ttl_s``, so no worker serves groups older than that; N workers
+  ask the directory up to N times per user and TTL instead of once;
+* ``/metrics`` is answered by one worker and counts that worker's requests (the answer's
+  ``X-Catalogd-Worker`` header names its pid).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import socket
+import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess
 
 from api.principal import Directory
 from catalogd.config import Settings
@@ -31,12 +60,17 @@ from catalogd.errors import (
     describe_os_error,
 )
 from catalogd.optional import require
+from catalogd.store import open_store
 from catalogd.store.base import Store
 
 log = logging.getLogger("catalogd.api")
 
 #: Seconds to wait for requests in flight when stopping.
 GRACEFUL_STOP_S = 5
+#: Seconds a new worker may take to start serving.
+WORKER_START_S = 60.0
+#: The response header naming the worker process that answered (several workers only).
+WORKER_HEADER = "X-Catalogd-Worker"
 
 
 def directory_from_settings(settings: Settings) -> Directory:
@@ -101,26 +135,29 @@ class _NotifyingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def _config_options(sock: socket.socket, trusted_proxies: tuple[str, ...]) -> dict[str, Any]:
+    host, port = sock.getsockname()[:2]
+    return {
+        "host": host,
+        "port": port,
+        "log_config": None,  # catalogd's logging configuration stays in charge
+        "lifespan": "off",
+        "timeout_graceful_shutdown": GRACEFUL_STOP_S,
+        "server_header": False,
+        # Only a configured reverse proxy may name the client (failed logins are
+        # counted per client address; uvicorn would otherwise trust 127.0.0.1).
+        "proxy_headers": bool(trusted_proxies),
+        "forwarded_allow_ips": list(trusted_proxies) or None,
+    }
+
+
 def _server(
     app: FastAPI,
     sock: socket.socket,
     notifier: Notifier | None = None,
     trusted_proxies: tuple[str, ...] = (),
 ) -> uvicorn.Server:
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,  # catalogd's logging configuration stays in charge
-        lifespan="off",
-        timeout_graceful_shutdown=GRACEFUL_STOP_S,
-        server_header=False,
-        # Only a configured reverse proxy may name the client (failed logins are
-        # counted per client address; uvicorn would otherwise trust 127.0.0.1).
-        proxy_headers=bool(trusted_proxies),
-        forwarded_allow_ips=list(trusted_proxies) or None,
-    )
+    config = uvicorn.Config(app, **_config_options(sock, trusted_proxies))
     return _NotifyingServer(config, notifier or Notifier(None))
 
 
@@ -144,6 +181,137 @@ def serve(app: FastAPI, sock: socket.socket, *, trusted_proxies: tuple[str, ...]
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     log.info("the API stopped on signal %d", signum)
+
+
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's configuration of the API's worker processes.
+
+    The supervisor hands it (pickled) to every worker it spawns; :meth:`load`, which
+    uvicorn calls in the worker, builds that worker's own application: its own store
+    reader and directory, and the shared failed-login record."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store_url: str,
+        *,
+        sock: socket.socket,
+        workers: int,
+        throttle_path: Path,
+        log_level: int,
+    ) -> None:
+        self.catalogd_settings = settings
+        self.store_url = store_url
+        self.throttle_path = throttle_path
+        self.catalogd_log_level = log_level
+        super().__init__(  # calls configure_logging: the attributes above come first
+            "catalogd-api-worker",  # replaced by the worker's own app in load()
+            workers=workers,
+            **_config_options(sock, settings.api.trusted_proxies),
+        )
+
+    def configure_logging(self) -> None:
+        """In the worker: catalogd's log format and level, as in the supervisor."""
+        super().configure_logging()
+        from catalogd import logs
+
+        logs.setup(self.catalogd_log_level)
+        logs.apply_settings(self.catalogd_settings)
+
+    def load(self) -> None:
+        """In the worker: the application over this worker's own store reader."""
+        from api.app import create_app
+        from api.throttle import SharedLoginThrottle
+
+        settings = self.catalogd_settings
+        try:
+            directory = directory_from_settings(settings)
+            throttle = SharedLoginThrottle(
+                self.throttle_path,
+                max_failures=settings.api.login_max_failures,
+                window_s=settings.api.login_window_s,
+                clock=time.time,
+            )
+            store = open_store(self.store_url)
+        except CatalogdError as exc:
+            log.error("an API worker could not start: %s", exc.message)
+            sys.exit(STARTUP_FAILURE)
+        self.app = create_app(settings, store, directory=directory, throttle=throttle)
+        self.headers = [*self.headers, (WORKER_HEADER, str(os.getpid()))]
+        super().load()
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, telling systemd when every worker serves, that the
+    supervisor's loop still turns (it pings each worker's health every half second and
+    replaces the ones that do not answer), and when it stops."""
+
+    def __init__(self, config: WorkerConfig, sock: socket.socket, notifier: Notifier) -> None:
+        super().__init__(config, sockets=[sock])
+        self.notifier = notifier
+        self.startup_failed = False
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        for process in self.processes:
+            if not process.wait_until_ready(WORKER_START_S, self.should_exit):
+                if not self.should_exit.is_set():
+                    self.startup_failed = True
+                    self.should_exit.set()
+                return
+        pids = ", ".join(str(process.pid) for process in self.processes)
+        log.warning("catalogd API serving from %d workers (pids %s)", len(self.processes), pids)
+        self.notifier.ready(f"serving the catalogd API with {len(self.processes)} workers")
+
+    def keep_subprocess_alive(self) -> None:
+        stopping = self.should_exit.is_set()
+        super().keep_subprocess_alive()
+        if not stopping and self.should_exit.is_set():
+            self.startup_failed = True  # uvicorn gave up: a new worker failed to start
+        self.notifier.watchdog()
+
+    def handle_int(self) -> None:
+        self.notifier.stopping()
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.notifier.stopping()
+        super().handle_term()
+
+
+def serve_workers(settings: Settings, store_url: str, sock: socket.socket, workers: int) -> None:
+    """Serve the API from ``workers`` processes on ``sock`` until SIGTERM or SIGINT (see
+    the module docstring); CatalogdError (exit 69) when the workers cannot start."""
+    from api.throttle import SharedLoginThrottle
+
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+    private = Path(tempfile.mkdtemp(prefix="catalogd-api-", dir=runtime))  # mode 0700
+    throttle_path = private / "failed-logins.sqlite"
+    notifier = Notifier.from_environ()
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    try:
+        SharedLoginThrottle.create(throttle_path)
+        config = WorkerConfig(
+            settings,
+            store_url,
+            sock=sock,
+            workers=workers,
+            throttle_path=throttle_path,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        log.warning("catalogd API listening on http://%s", bound_address(sock))
+        supervisor = _Supervisor(config, sock, notifier)
+        supervisor.run()
+        if supervisor.startup_failed:
+            raise CatalogdError(
+                "the API workers could not start (the log says why)", exit_code=EX_UNAVAILABLE
+            )
+    finally:
+        notifier.close()
+        sock.close()
+        shutil.rmtree(private, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class BackgroundServer:

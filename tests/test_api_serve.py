@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -48,6 +49,7 @@ def answers(url: str) -> bool:
 def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOGD_")}
     env["CATALOGD_DAEMON_LISTEN"] = ""  # the daemon's own listener is not under test here
+    env["CATALOGD_API_WORKERS"] = "2"  # the same on every machine (default: its CPUs)
     return env
 
 
@@ -77,14 +79,18 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_answers_and_stops_on_sigterm(
-    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]], workers: str
 ) -> None:
     build_catalogue(tmp_path).store.close()  # a catalogue with files in it
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    proc = start("--config", str(config), "serve", "--listen", f"127.0.0.1:{port}", log=log)
+    listen = f"127.0.0.1:{port}"
+    proc = start(
+        "--config", str(config), "serve", "--listen", listen, "--workers", workers, log=log
+    )
     processes.append(proc)
     wait_for(lambda: answers(base + "/healthz"), "/healthz", proc)
 
@@ -199,3 +205,76 @@ def test_forwarded_for_names_the_client_only_from_a_trusted_proxy(
         assert statuses == [401] * 5
     else:  # one client, whatever it claims
         assert statuses == [401, 401, 401, 429, 429]
+
+
+# -- several workers ---------------------------------------------------------------------
+def start_workers(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]], workers: int
+) -> str:
+    """``catalogd serve --workers N``, once every worker serves; its base URL."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start(
+        "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+        "--workers", str(workers), log=log,
+    )  # fmt: skip
+    processes.append(proc)
+    wait_for(lambda: f"from {workers} workers" in log.read_text(), "every worker", proc)
+    return f"http://127.0.0.1:{port}"
+
+
+def worker_pids(
+    base: str, path: str, count: int, *, parallel: int = 8, **headers: str
+) -> list[tuple[int, str]]:
+    """``count`` requests, each on a connection of its own, ``parallel`` at a time: each
+    answer's (status, pid of the worker that gave it)."""
+
+    def one(_: int) -> tuple[int, str]:
+        answer = httpx.get(base + path, headers=headers, timeout=30.0)
+        return answer.status_code, answer.headers["X-Catalogd-Worker"]
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_two_workers_share_the_socket_and_both_answer(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    build_catalogue(tmp_path).store.close()
+    base = start_workers(tmp_path, config, processes, 2)
+    answers_ = worker_pids(base, "/healthz", 60)
+    assert {status for status, _ in answers_} == {200}
+    pids = {pid for _, pid in answers_}
+    assert len(pids) == 2, pids  # both workers took connections
+    serve_pid = processes[0].pid
+    for pid in pids:  # each a child of the serve process, not the process itself
+        assert int(pid) != serve_pid
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[1]) == serve_pid
+    assert httpx.get(base + "/api/v1/search").status_code == 401
+
+    processes[0].send_signal(signal.SIGTERM)
+    assert processes[0].wait(30.0) == 0, (tmp_path / "serve.log").read_text()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_the_failed_login_limit_holds_across_workers(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    config.write_text(
+        config.read_text().replace("[ldap]", "[api]\nlogin_max_failures = 4\n\n[ldap]"),
+        encoding="utf-8",
+    )
+    base = start_workers(tmp_path, config, processes, 2)
+    bad = {"Authorization": "Bearer not-a-token"}
+    # One after the other (attempts in flight at the same moment are each checked
+    # before any of them has failed, with one worker as with several).
+    answered = worker_pids(base, "/api/v1/search", 24, parallel=1, **bad)
+    statuses = [status for status, _ in answered]
+    # four failures in all, whichever worker each reached; then 429 from both
+    assert statuses.count(401) == 4, answered
+    assert statuses.count(429) == 20, answered
+    assert len({pid for status, pid in answered if status == 429}) == 2, answered
+    # a source that has not failed is not slowed down by another's failures
+    assert httpx.get(base + "/api/v1/search").status_code == 401
