@@ -17,6 +17,7 @@ import httpx
 import pytest
 from api_support import ALICE, build_catalogue
 from ops_daemon import CATALOGD, free_port
+from test_notify import Listener
 
 TIMEOUT_S = 60.0
 #: A directory nobody answers at: the process must still start and serve /healthz.
@@ -278,3 +279,33 @@ def test_the_failed_login_limit_holds_across_workers(
     assert len({pid for status, pid in answered if status == 429}) == 2, answered
     # a source that has not failed is not slowed down by another's failures
     assert httpx.get(base + "/api/v1/search").status_code == 401
+
+
+def test_several_workers_notify_systemd_from_the_supervisor(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """``NotifyAccess=main``: READY=1 once every worker serves, WATCHDOG=1 while they
+    answer the supervisor's health pings, STOPPING=1 on SIGTERM; all from the main pid."""
+    listener = Listener(str(tmp_path / "notify.sock"))
+    try:
+        env = environment()
+        env.update(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="2000000")
+        port = free_port()
+        proc = subprocess.Popen(
+            [*CATALOGD, "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(proc)
+        ready = listener.wait("READY")
+        assert ready["STATUS"] == "serving the catalogd API with 2 workers"
+        pids = {pid for _, pid in worker_pids(f"http://127.0.0.1:{port}", "/healthz", 40)}
+        assert len(pids) == 2  # READY came when both serve
+        listener.receive(time.monotonic() + 3.5)
+        assert len(listener.times("WATCHDOG")) >= 3, listener.messages
+        proc.send_signal(signal.SIGTERM)
+        assert listener.wait("STOPPING")["STOPPING"] == "1"
+        assert proc.wait(30) == 0
+    finally:
+        listener.close()

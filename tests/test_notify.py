@@ -211,7 +211,17 @@ def test_serve_notifies_ready_watchdog_and_stopping(tmp_path: Path, listener: Li
     env.update(NOTIFY_SOCKET=listener.address, WATCHDOG_USEC="200000")
     port = free_port()
     proc = subprocess.Popen(
-        [*CATALOGD, "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
+        # one worker: uvicorn's event loop pings (several: tests/test_api_serve.py)
+        [
+            *CATALOGD,
+            "--config",
+            str(config),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
