@@ -78,6 +78,7 @@ def test_environment_overrides_file_per_key(
         ("[ldap]\nschema = 'nis'\n", "ldap.schema"),
         ("[ldap]\nbind_password_file = '/nonexistent/secret'\n", "ldap"),
         ("[api]\nlisten = 'localhost'\n", "api.listen"),
+        ("[api]\nworkers = 0\n", "api.workers"),
         ("[layout]\nproposal_group = '{user}'\n", "layout.proposal_group"),
         ("[layout]\nlevels = ['user_type', 'proposal']\n", "layout.levels"),
         ("[watch]\nroot = 'data'\n", "watch.root"),
@@ -88,6 +89,20 @@ def test_environment_overrides_file_per_key(
 def test_invalid_configuration_names_the_key(tmp_path: Path, text: str, names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_settings(write(tmp_path, text))
+
+
+def test_api_workers_default_to_the_usable_cpus_and_follow_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    default = load_settings(None).api
+    assert default.workers is None
+    assert default.effective_workers() == len(os.sched_getaffinity(0))
+    configured = load_settings(write(tmp_path, "[api]\nworkers = 3\n")).api
+    assert configured.effective_workers() == 3
+    monkeypatch.setenv("CATALOGD_API_WORKERS", "5")
+    assert load_settings(write(tmp_path, "[api]\nworkers = 3\n")).api.effective_workers() == 5
 
 
 def test_invalid_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
