@@ -52,13 +52,35 @@ class WatchSettings(Section):
     """``[watch]``: what to watch."""
 
     root: str = Field(default="/data", description="The data root: the top of the layout.")
+    subtree: str | None = Field(
+        default=None,
+        description="The part of the data root `catalogd run` watches, reconciles and owns "
+        "(None: all of it). Daemons on disjoint subtrees of one data root can share one "
+        "catalogue: each deletes only documents below its own subtree.",
+    )
 
-    @field_validator("root")
+    @field_validator("root", "subtree")
     @classmethod
-    def _absolute(cls, value: str) -> str:
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith("/"):
             raise ValueError("must be an absolute path")
         return layout_model.normalise_root(value)
+
+    @model_validator(mode="after")
+    def _subtree_below_root(self) -> WatchSettings:
+        self.watched()
+        return self
+
+    def watched(self) -> str:
+        """The directory the daemon watches: ``subtree``, else ``root``. Raises
+        ValueError for a subtree outside the root."""
+        if self.subtree is None:
+            return self.root
+        if layout_model.relative_parts(self.subtree, self.root) is None:
+            raise ValueError(f"subtree {self.subtree} is not inside the data root {self.root}")
+        return self.subtree
 
 
 class StoreSettings(Section):

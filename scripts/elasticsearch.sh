@@ -10,6 +10,12 @@
 # CATALOGD_ES_PORT=N start RUN_DIR starts on port N instead of a free one: with the RUN_DIR
 # of a node that was stopped (its process killed, RUN_DIR kept), the same node comes back.
 #
+# A node of a cluster (tests/es_cluster.py): CATALOGD_ES_TRANSPORT_PORT=N (its transport
+# port), CATALOGD_ES_NODE_NAME, CATALOGD_ES_SEED_HOSTS (comma-separated host:port of the
+# transport ports) and CATALOGD_ES_MASTERS (the node names that bootstrap the cluster)
+# replace discovery.type=single-node; start the nodes at once, since none is ready (no
+# master) before a majority of the masters has joined.
+#
 # The distribution is the minimal one Elastic publishes to Maven Central,
 # org.elasticsearch.distribution.integ-test-zip:elasticsearch:<version>:zip, fetched with
 # mvn (cached in ~/.m2) and unpacked once under $CATALOGD_ES_CACHE. Maven's metadata for
@@ -136,10 +142,16 @@ start() {
     rm -rf "$run/config"
     cp -r "$HOME_DIR/config" "$run/config"
     port=${CATALOGD_ES_PORT:-$(free_port)} # a restart of a stopped node keeps its port
+    local discovery="discovery.type: single-node"
+    if [ -n "${CATALOGD_ES_SEED_HOSTS:-}" ]; then
+        discovery="transport.port: ${CATALOGD_ES_TRANSPORT_PORT:?a cluster node needs CATALOGD_ES_TRANSPORT_PORT}
+discovery.seed_hosts: ${CATALOGD_ES_SEED_HOSTS}
+cluster.initial_master_nodes: ${CATALOGD_ES_MASTERS:?a cluster node needs CATALOGD_ES_MASTERS}"
+    fi
     cat >>"$run/config/elasticsearch.yml" <<EOF
-cluster.name: catalogd-test
-node.name: catalogd-test
-discovery.type: single-node
+cluster.name: ${CATALOGD_ES_CLUSTER:-catalogd-test}
+node.name: ${CATALOGD_ES_NODE_NAME:-catalogd-test}
+$discovery
 network.host: 127.0.0.1
 http.port: $port
 path.data: $run/data

@@ -22,10 +22,17 @@ if TYPE_CHECKING:
     from api.server import BackgroundServer
 
 
-def _with_overrides(settings: Settings, root: str | None, store_url: str | None) -> Settings:
+def _with_overrides(
+    settings: Settings, root: str | None, subtree: str | None, store_url: str | None
+) -> Settings:
     update: dict[str, Any] = {}
+    watch: dict[str, str] = {}
     if root is not None:
-        update["watch"] = settings.watch.model_copy(update={"root": normalise_root(root)})
+        watch["root"] = normalise_root(root)
+    if subtree is not None:
+        watch["subtree"] = normalise_root(subtree)
+    if watch:
+        update["watch"] = settings.watch.model_copy(update=watch)
     if store_url is not None:
         update["store"] = settings.store.model_copy(update={"url": store_url})
     return settings.model_copy(update=update) if update else settings
@@ -42,6 +49,11 @@ def _start_api(settings: Settings, store: Store) -> BackgroundServer:
 
 @click.command("run")
 @click.option("--root", metavar="DIR", help="The data root to watch (default: [watch] root).")
+@click.option(
+    "--subtree",
+    metavar="DIR",
+    help="Watch and own only this part of the data root (default: [watch] subtree, else all).",
+)
 @click.option("--store", "store_option", metavar="URL", help="Store URL (default: [store] url).")
 @click.option(
     "--poll",
@@ -50,20 +62,28 @@ def _start_api(settings: Settings, store: Store) -> BackgroundServer:
     "(GPFS, Lustre, NFS, CephFS).",
 )
 @pass_cli
-def command(ctx: CliContext, root: str | None, store_option: str | None, poll: bool) -> None:
+def command(
+    ctx: CliContext, root: str | None, subtree: str | None, store_option: str | None, poll: bool
+) -> None:
     """Watch the tree, check the policy, extract metadata and keep the catalogue true
     to the disk, until SIGTERM (or Ctrl-C). SIGHUP reloads the configuration."""
     from catalogd.daemon import Daemon
 
     if root is not None:
         root = os.path.abspath(root)
-    settings = _with_overrides(ctx.settings(), root, store_option)
+    if subtree is not None:
+        subtree = os.path.abspath(subtree)
+    settings = _with_overrides(ctx.settings(), root, subtree, store_option)
     if poll:
         settings = settings.model_copy(
             update={"daemon": settings.daemon.model_copy(update={"poll_only": True})}
         )
-    if not os.path.isdir(settings.watch.root):
-        raise UsageError(f"cannot watch {settings.watch.root}: not a directory")
+    try:
+        watched = settings.watch.watched()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if not os.path.isdir(watched):
+        raise UsageError(f"cannot watch {watched}: not a directory")
     level = logging.getLevelName(settings.log.level)
     top = logging.getLogger()
     if not isinstance(level, int) or top.level > level:
@@ -71,7 +91,7 @@ def command(ctx: CliContext, root: str | None, store_option: str | None, poll: b
 
     def reload() -> Settings:
         fresh = load_settings(resolve_config_path(ctx.config_option))
-        return _with_overrides(fresh, root, store_option)
+        return _with_overrides(fresh, root, subtree, store_option)
 
     spool_dir = spool_directory(settings.store.spool_dir, settings.daemon.state_dir)
     with open_spooled_store(

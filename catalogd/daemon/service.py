@@ -147,7 +147,9 @@ class Daemon:
         self._listen = listen
         self._listener: HealthListener | None = None
         self.layout: LayoutConfig = settings.layout_config()
-        self.root = self.layout.root
+        #: What this daemon watches, reconciles and owns: ``[watch] subtree`` (several
+        #: daemons on disjoint subtrees share one catalogue), else the data root.
+        self.root = settings.watch.watched()
         self._reload_settings = reload
         # Each extraction thread owns a registry; one reader process each, so the daemon
         # reads ``[daemon] extract_workers`` files at once, not that many times the pool.
@@ -156,7 +158,7 @@ class Daemon:
                 settings=self.settings.indexers.model_copy(
                     update={
                         "workers": 1,
-                        "link_root": self.settings.indexers.link_root or self.root,
+                        "link_root": self.settings.indexers.link_root or self.layout.root,
                     }
                 )
             )
@@ -272,7 +274,7 @@ class Daemon:
             self.notifier.close()
 
     def _run(self) -> None:
-        open_now = self.store.violations()
+        open_now = self.store.violations(path_prefix=self.root)
         self.pipeline.open_violations = {v.path for v in open_now}
         self._count_violations(open_now)
         self._start_source()
@@ -608,6 +610,7 @@ class Daemon:
             name
             for name, a, b in (
                 ("watch.root", old.watch.root, new.watch.root),
+                ("watch.subtree", old.watch.subtree, new.watch.subtree),
                 ("store.url", old.store.url, new.store.url),
                 ("daemon.source", old.daemon.source, new.daemon.source),
                 ("daemon.poll_only", old.daemon.poll_only, new.daemon.poll_only),
@@ -683,7 +686,7 @@ class Daemon:
             self._violations_dirty = False
             self._next_violations = now + VIOLATIONS_REFRESH_S
             try:
-                self._count_violations(self.store.violations())
+                self._count_violations(self.store.violations(path_prefix=self.root))
             except CatalogdError as exc:
                 log.warning("cannot count the open violations: %s", exc.message)
         self.metrics.ready.set(1 if self.readyz()[0] else 0)

@@ -145,7 +145,11 @@ class ElasticsearchStore(Store):
         self._client = Elasticsearch(
             list(hosts),
             request_timeout=request_timeout_s,
-            max_retries=0,  # retried here, with backoff
+            # A node that cannot be reached is tried no more: the client sends the same
+            # request to the next node (each once), so a cluster answers while one of its
+            # nodes is down. Refusals (429, 503) and timeouts are retried here, with backoff.
+            max_retries=len(hosts) - 1,
+            retry_on_status=(),
             retry_on_timeout=False,
         )
         try:
