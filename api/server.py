@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,6 +70,8 @@ log = logging.getLogger("catalogd.api")
 GRACEFUL_STOP_S = 5
 #: Seconds a new worker may take to start serving.
 WORKER_START_S = 60.0
+#: prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 #: The response header naming the worker process that answered (several workers only).
 WORKER_HEADER = "X-Catalogd-Worker"
 
@@ -199,8 +202,11 @@ class WorkerConfig(uvicorn.Config):
         workers: int,
         throttle_path: Path,
         log_level: int,
+        directory_factory: Callable[[Settings], Directory],
     ) -> None:
         self.catalogd_settings = settings
+        self.directory_factory = directory_factory
+        self.supervisor_pid = os.getpid()
         self.store_url = store_url
         self.throttle_path = throttle_path
         self.catalogd_log_level = log_level
@@ -223,9 +229,10 @@ class WorkerConfig(uvicorn.Config):
         from api.app import create_app
         from api.throttle import SharedLoginThrottle
 
+        _die_with(self.supervisor_pid)
         settings = self.catalogd_settings
         try:
-            directory = directory_from_settings(settings)
+            directory = self.directory_factory(settings)
             throttle = SharedLoginThrottle(
                 self.throttle_path,
                 max_failures=settings.api.login_max_failures,
@@ -239,6 +246,20 @@ class WorkerConfig(uvicorn.Config):
         self.app = create_app(settings, store, directory=directory, throttle=throttle)
         self.headers = [*self.headers, (WORKER_HEADER, str(os.getpid()))]
         super().load()
+
+
+def _die_with(supervisor_pid: int) -> None:
+    """Have the kernel stop this worker when its supervisor goes (even by SIGKILL), so no
+    orphaned worker keeps serving the socket: ``PR_SET_PDEATHSIG`` on Linux."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: systemd's cgroup still stops workers
+        return
+    if os.getppid() != supervisor_pid:  # it went before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _Supervisor(Multiprocess):
@@ -279,9 +300,18 @@ class _Supervisor(Multiprocess):
         super().handle_term()
 
 
-def serve_workers(settings: Settings, store_url: str, sock: socket.socket, workers: int) -> None:
+def serve_workers(
+    settings: Settings,
+    store_url: str,
+    sock: socket.socket,
+    workers: int,
+    *,
+    directory_factory: Callable[[Settings], Directory] = directory_from_settings,
+) -> None:
     """Serve the API from ``workers`` processes on ``sock`` until SIGTERM or SIGINT (see
-    the module docstring); CatalogdError (exit 69) when the workers cannot start."""
+    the module docstring); CatalogdError (exit 69) when the workers cannot start. Each
+    worker gets its directory from ``directory_factory`` (called in the worker; it must
+    be picklable: a module-level function or a partial of one)."""
     from api.throttle import SharedLoginThrottle
 
     runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
@@ -298,6 +328,7 @@ def serve_workers(settings: Settings, store_url: str, sock: socket.socket, worke
             workers=workers,
             throttle_path=throttle_path,
             log_level=logging.getLogger().getEffectiveLevel(),
+            directory_factory=directory_factory,
         )
         log.warning("catalogd API listening on http://%s", bound_address(sock))
         supervisor = _Supervisor(config, sock, notifier)

@@ -22,8 +22,16 @@ starts with ``scripts/elasticsearch.sh``, or on ``--es-url``):
 Prints p50/p90/p99/max per store and per kind of request, the throughput, and the bound
 (issue 7: p99 <= 100 ms on the embedded store).
 
+Then (issue 14; ``--workers 1,2``, empty to skip) the closed-loop throughput of the API
+with 1 and with 2 worker processes on the SQLite store: ``--workers-clients`` clients,
+no think time, the same request mix, ``--duration`` seconds each; 1 worker is
+``catalogd serve --workers 1`` (uvicorn in the serving process), more are uvicorn's
+supervisor with that many workers on one socket (``api.server.serve_workers``). Prints
+searches/s per worker count and the ratio to 1 worker.
+
     .venv/bin/python bench/bench_api.py [--stores sqlite,es] [--docs 100000]
         [--clients 50] [--duration 60] [--think-ms 100] [--es-url URL] [--dir /tmp]
+        [--workers 1,2] [--workers-clients 16]
 """
 
 from __future__ import annotations
@@ -240,24 +248,51 @@ class MemoryDirectory:
         return None
 
 
-def serve(store_url: str, directory_file: str, port: int) -> None:
-    """Run the API on 127.0.0.1:``port`` until SIGTERM."""
+def memory_directory(directory_file: str, settings: Settings | None = None) -> MemoryDirectory:
+    """The benchmark's directory, from its file (also called in each API worker)."""
+    data = json.loads(Path(directory_file).read_text())
+    return MemoryDirectory(data["direct"], data["nesting"])
+
+
+def bench_settings() -> Settings:
+    return Settings().model_copy(
+        update={"api": Settings().api.model_copy(update={"login_max_failures": 100_000})}
+    )
+
+
+def serve(store_url: str, directory_file: str, port: int, workers: int = 1) -> None:
+    """Run the API on 127.0.0.1:``port`` until SIGTERM, from ``workers`` processes."""
+    if workers > 1:
+        serve_workers(store_url, directory_file, port, workers)
+        return
     import uvicorn
 
     from api.app import create_app
     from catalogd.store import open_store
 
-    data = json.loads(Path(directory_file).read_text())
-    directory = MemoryDirectory(data["direct"], data["nesting"])
-    settings = Settings().model_copy(
-        update={"api": Settings().api.model_copy(update={"login_max_failures": 100_000})}
-    )
+    directory = memory_directory(directory_file)
+    settings = bench_settings()
     store = open_store(store_url)
     try:
         app = create_app(settings, store, directory=directory)
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     finally:
         store.close()
+
+
+def serve_workers(store_url: str, directory_file: str, port: int, workers: int) -> None:
+    """``catalogd serve``'s several-worker path, with the benchmark's directory."""
+    import functools
+
+    from api import server
+
+    server.serve_workers(
+        bench_settings(),
+        store_url,
+        server.bind(f"127.0.0.1:{port}"),
+        workers,
+        directory_factory=functools.partial(memory_directory, directory_file),
+    )
 
 
 def free_port() -> int:
@@ -268,10 +303,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def api_server(store_url: str, directory_file: Path) -> Iterator[tuple[str, int]]:
+def api_server(store_url: str, directory_file: Path, workers: int = 1) -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, __file__, "serve", store_url, str(directory_file), str(port)],
+        [
+            sys.executable,
+            __file__,
+            "serve",
+            store_url,
+            str(directory_file),
+            str(port),
+            str(workers),
+        ],
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -286,6 +329,8 @@ def api_server(store_url: str, directory_file: Path) -> Iterator[tuple[str, int]
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the API server did not start")
             time.sleep(0.2)
+        if workers > 1:
+            wait_for_workers(url, workers)
         yield url, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
@@ -377,9 +422,11 @@ async def client(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far (its threads included)."""
+    """User and system CPU time of process ``pid`` so far (its threads included, and its
+    live child processes: the API's workers)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in child_pids(pid))
 
 
 async def load(
@@ -446,6 +493,71 @@ def report(name: str, recorder: Recorder, duration_s: float) -> float:
     return quantile(every, 0.99) if every else float("inf")
 
 
+# -- several API workers (issue 14) -----------------------------------------------------------
+def child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def wait_for_workers(url: str, workers: int, timeout_s: float = 120.0) -> None:
+    """Until ``workers`` distinct worker pids have answered /healthz."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(seen)} of {workers} API workers answered")
+        try:
+            # a new connection each time: the kernel picks the worker that accepts it
+            answer = httpx.get(f"{url}/healthz", timeout=5)
+            seen.add(answer.headers.get("X-Catalogd-Worker", ""))
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+def run_workers(store_url: str, args: argparse.Namespace, world: World) -> dict[int, list[float]]:
+    """Closed-loop searches/s with each worker count of ``--workers``, in the order
+    given (``1,2,1,2`` alternates, so that a change in the machine's other load shows)."""
+    throughput: dict[int, list[float]] = defaultdict(list)
+    for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
+        with api_server(store_url, world.directory_file, workers) as (url, pid):
+            recorder = asyncio.run(
+                load(
+                    url,
+                    pid,
+                    world.users,
+                    {p.number: p for p in world.proposals},
+                    args.workers_clients,
+                    args.warmup,
+                    args.duration,
+                    0.0,
+                )
+            )
+        name = f"sqlite, {workers} worker{'s' if workers > 1 else ''}, closed loop"
+        report(name, recorder, args.duration)
+        searches = sum(len(v) for v in recorder.latencies.values())
+        throughput[workers].append(searches / args.duration)
+    return throughput
+
+
+def report_workers(throughput: dict[int, list[float]]) -> None:
+    if not throughput:
+        return
+    means = {workers: statistics.mean(rates) for workers, rates in throughput.items()}
+    base = means.get(1)
+    for workers, rates in sorted(throughput.items()):
+        ratio = f" ({means[workers] / base:.2f}x 1 worker)" if base and workers != 1 else ""
+        runs = ", ".join(f"{rate:.0f}" for rate in rates)
+        print(
+            f"closed loop, {workers} API worker(s): {means[workers]:.0f} searches/s{ratio}"
+            f" [runs: {runs}]"
+        )
+
+
 # -- stores -----------------------------------------------------------------------------------
 @contextmanager
 def es_node(url: str | None) -> Iterator[str]:
@@ -500,8 +612,11 @@ def fill(store_url: str, docs: int, proposals: list[Proposal], seed: int, order:
     print(f"filled {store_url}: {count} documents in {time.monotonic() - started:.0f} s")
 
 
-def run_store(name: str, store_url: str, args: argparse.Namespace, world: World) -> float:
-    fill(store_url, args.docs, world.proposals, args.seed, args.order)
+def run_store(
+    name: str, store_url: str, args: argparse.Namespace, world: World, *, filled: bool = False
+) -> float:
+    if not filled:
+        fill(store_url, args.docs, world.proposals, args.seed, args.order)
     with api_server(store_url, world.directory_file) as (url, pid):
         recorder = asyncio.run(
             load(
@@ -542,7 +657,7 @@ def make_world(args: argparse.Namespace, work: Path) -> World:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
-        serve(argv[1], argv[2], int(argv[3]))
+        serve(argv[1], argv[2], int(argv[3]), int(argv[4]) if len(argv) > 4 else 1)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", default="sqlite,es", help="sqlite, es or both")
@@ -556,6 +671,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--es-url", default=None)
     parser.add_argument("--dir", default=None, help="where the SQLite store is written")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--workers", default="1,2", help="API worker counts for the closed loop (empty: skip)"
+    )
+    parser.add_argument("--workers-clients", type=int, default=16)
     parser.add_argument(
         "--order",
         choices=("acquisition", "scattered"),
@@ -576,9 +695,15 @@ def main(argv: list[str]) -> int:
     )
     world = make_world(args, work)
     results: dict[str, float] = {}
+    throughput: dict[int, list[float]] = {}
     try:
-        if "sqlite" in stores:
-            results["sqlite"] = run_store("sqlite", f"sqlite://{work}/catalog.db", args, world)
+        if "sqlite" in stores or args.workers:
+            sqlite_url = f"sqlite://{work}/catalog.db"
+            fill(sqlite_url, args.docs, world.proposals, args.seed, args.order)
+            if "sqlite" in stores:
+                results["sqlite"] = run_store("sqlite", sqlite_url, args, world, filled=True)
+            if args.workers:
+                throughput = run_workers(sqlite_url, args, world)
         if "es" in stores:
             with es_node(args.es_url) as node:
                 prefix = f"bench-api-{os.getpid()}"
@@ -591,6 +716,7 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
+    report_workers(throughput)
     for name, p99 in results.items():
         line = f"{name}: p99 {p99 * 1e3:.1f} ms"
         if name == "sqlite":

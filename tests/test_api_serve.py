@@ -309,3 +309,19 @@ def test_several_workers_notify_systemd_from_the_supervisor(
         assert proc.wait(30) == 0
     finally:
         listener.close()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(
+    tmp_path: Path, config: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    base = start_workers(tmp_path, config, processes, 2)
+    pids = {pid for _, pid in worker_pids(base, "/healthz", 40)}
+    assert len(pids) == 2
+    processes[0].kill()  # SIGKILL: the supervisor cannot stop them itself
+    processes[0].wait()
+    deadline = time.monotonic() + TIMEOUT_S
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        assert time.monotonic() < deadline, f"workers {pids} outlived their supervisor"
+        time.sleep(0.1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(base + "/healthz")
