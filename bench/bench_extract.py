@@ -27,8 +27,9 @@ falls on every contender alike):
 
 The command's figures include its start-up and its workers' (process creation, imports)
 and writing the JSON lines. Every contender's answers are checked: catalogd must find
-the same entries as nexusformat and read at least every one of the four values
-nexusformat reads (it reads more: ``definition_local`` and subentry definitions). It
+at least the entries nexusformat finds and read at least as many of the four values
+(it finds more: nexusformat takes no NX_class stored as a (1, 1) array, and reads no
+``definition_local`` or subentry definitions). It
 prints the median rate of each in files per second and the median ratio to
 nexusformat for each corpus; the bound is that ``catalogd extract`` reads at least three
 times as many files per second as nexusformat on both. Exit status 1 when it does not.
@@ -158,9 +159,7 @@ def bench_corpus(
             elapsed, answers = run(paths)
             if name == NXLOAD:
                 reference = answers
-            elif reference is not None and (
-                answers[0] != reference[0] or answers[1] < reference[1]
-            ):
+            elif reference is not None and (answers[0] < reference[0] or answers[1] < reference[1]):
                 raise SystemExit(
                     f"{name}: {answers[0]} entries and {answers[1]} values; nexusformat "
                     f"found {reference[0]} entries and {reference[1]} values"
