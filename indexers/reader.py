@@ -305,16 +305,19 @@ class Reader:
         self.close()
 
     def close(self) -> None:
-        """Release every identifier, then the files (linked files first)."""
+        """Release every identifier, then the files (linked files first).
+
+        Files are released by dropping their last identifier, as every object is, not
+        by h5py's ``FileID.close()``: that also sweeps h5py's registry of every open
+        identifier in the process (for objects the close would invalidate, of which
+        there are none left here), which cost more than reading a small file's root.
+        """
         self._listings.clear()
         self._direct.clear()
         self.steps.clear()
         self.root = Node(None, True)
-        for handle in self._external.values():
-            if handle is not None:
-                _quiet_close(handle)
         self._external.clear()
-        _quiet_close(self.fid)
+        self.fid = None
 
     # -- bookkeeping --------------------------------------------------------------------
     def warn(self, message: str) -> None:
@@ -613,13 +616,6 @@ def _open(location: Any, raw: bytes) -> Node | None:
     if isinstance(oid, h5py.h5d.DatasetID):
         return Node(oid, False)
     return None
-
-
-def _quiet_close(handle: Any) -> None:
-    try:
-        handle.close()
-    except H5_ERRORS:
-        pass
 
 
 def _high_level(oid: Any) -> Any:

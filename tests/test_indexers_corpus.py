@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import h5py
 import nexus_corpus
 import pytest
 
@@ -82,6 +83,8 @@ def test_the_corpus_is_varied() -> None:
 def test_inline_extraction_is_byte_identical(corpus: tuple[list[str], str]) -> None:
     paths, directory = corpus
     assert_same(extract_lines(paths, directory, isolation="inline"), golden())
+    # Every file (linked data files too) is closed again once read.
+    assert h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE) == 0
 
 
 def test_worker_pool_extraction_is_byte_identical(corpus: tuple[list[str], str]) -> None:
