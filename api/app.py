@@ -23,6 +23,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api import web
 from api.auth import Authenticator, Unauthenticated
 from api.context import ApiContext
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -86,6 +87,7 @@ def create_app(
     app.include_router(catalogue.router)
     app.include_router(violations.router)
     app.include_router(ops.router)
+    web.install(app, settings.api)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_error_handlers(app, authenticator, metrics)
     return app

@@ -290,6 +290,12 @@ class ApiSettings(Section):
         description="Addresses of reverse proxies whose X-Forwarded-For is believed (the "
         "client address is what failed logins are counted by); empty: none.",
     )
+    session_key_file: Path | None = Field(
+        default=None,
+        description="The key signing the web pages' login cookie, created (0600) when "
+        "missing; share it between workers (None: a new key per process).",
+    )
+    session_max_age_s: float = Field(default=28800.0, gt=0.0, le=30 * 86400.0)
 
     def effective_workers(self) -> int:
         """``workers``, else the number of CPUs this process may run on."""

@@ -16,11 +16,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
+from api.context import ApiContext
 from api.deps import Caller, Context
 from api.models import ErrorBody, FileItem, SearchParams, SearchResponse
-from catalogd.document import display_path
+from api.principal import Principal
+from catalogd.document import FileDocument, display_path
 from catalogd.errors import UsageError
-from catalogd.store.base import SearchQuery
+from catalogd.store.base import DEFAULT_FACETS, SearchQuery
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])
 
@@ -48,24 +50,7 @@ def search(
 ) -> SearchResponse:
     """Files the caller may see that match every filter, one page in the chosen order."""
     try:
-        query = SearchQuery(
-            text=params.q,
-            beamline=params.beamline,
-            proposal=params.proposal,
-            visit=params.visit,
-            user_type=params.user_type,
-            kind=params.kind,
-            path_prefix=params.path_prefix,
-            start_from=params.start_from,
-            start_to=_through_the_day(params.start_to),
-            groups=principal.groups,
-            public_before=ctx.public_before(),
-            collapse=params.collapse,
-            sort=params.sort,
-            size=params.size,
-            cursor=params.cursor,
-        )
-        result = ctx.store.search(query)
+        result = ctx.store.search(search_query(params, principal, ctx))
     except (UsageError, ValueError) as exc:  # a cursor that is not one, for this sort
         raise HTTPException(400, detail=str(exc)) from None
     return SearchResponse(
@@ -76,6 +61,36 @@ def search(
             name: {display_path(value): count for value, count in counts.items()}
             for name, counts in result.facets.items()
         },
+    )
+
+
+def search_query(
+    params: SearchParams,
+    principal: Principal,
+    ctx: ApiContext,
+    *,
+    facets: tuple[str, ...] = DEFAULT_FACETS,
+) -> SearchQuery:
+    """The store query for ``params`` as ``principal`` may ask it: their groups and the
+    embargo always applied (the API and the web pages both build it here). ValueError
+    for a cursor that is not one."""
+    return SearchQuery(
+        text=params.q,
+        beamline=params.beamline,
+        proposal=params.proposal,
+        visit=params.visit,
+        user_type=params.user_type,
+        kind=params.kind,
+        path_prefix=params.path_prefix,
+        start_from=params.start_from,
+        start_to=_through_the_day(params.start_to),
+        groups=principal.groups,
+        public_before=ctx.public_before(),
+        collapse=params.collapse,
+        sort=params.sort,
+        size=params.size,
+        cursor=params.cursor,
+        facets=facets,
     )
 
 
@@ -102,9 +117,15 @@ def get_file(
     ctx: Context,
 ) -> FileItem:
     """One file, if it exists and the caller may see it; 404 in every other case."""
-    if not DOC_ID.fullmatch(doc_id):
-        raise HTTPException(404, detail=NOT_FOUND)
-    doc = ctx.store.get(doc_id, groups=principal.groups, public_before=ctx.public_before())
+    doc = visible_document(doc_id, principal, ctx)
     if doc is None:
         raise HTTPException(404, detail=NOT_FOUND)
     return FileItem.of(doc)
+
+
+def visible_document(doc_id: str, principal: Principal, ctx: ApiContext) -> FileDocument | None:
+    """The document ``doc_id`` if it exists and ``principal`` may see it, else None (an
+    id that is not one is never looked up). The API and the web pages both ask here."""
+    if not DOC_ID.fullmatch(doc_id):
+        return None
+    return ctx.store.get(doc_id, groups=principal.groups, public_before=ctx.public_before())
