@@ -264,7 +264,11 @@ def _empty(raw: dict[str, str]) -> dict[str, Any]:
 
 def _row(doc: FileDocument) -> dict[str, Any]:
     metadata = doc.metadata if isinstance(doc.metadata, dict) else {}
-    count = metadata.get("data_file_count") if metadata.get("role") == "master" else None
+    count = None
+    if metadata.get("role") == "master":
+        count = metadata.get("data_file_count")
+        if not isinstance(count, int) and isinstance(metadata.get("data_files"), list):
+            count = len(metadata["data_files"])
     return {
         "id": doc.id,
         "path": display_path(doc.path),
