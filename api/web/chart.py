@@ -91,11 +91,13 @@ def svg_paths(series: list[Point]) -> Chart | None:
         )
 
     ticks = sorted({0, y_max // 2, y_max})
+    span = series[-1].at - series[0].at
+    label_format = "%Y-%m-%d" if span > dt.timedelta(days=2) else "%Y-%m-%d %H:%M"
     labels_at = sorted({0, len(series) // 2, len(series) - 1})
     return Chart(
         open_path=path([p.open for p in series]),
         resolved_path=path([p.resolved for p in series]),
         y_max=y_max,
         y_ticks=[(y(t), t) for t in ticks],
-        x_labels=[(x(i), series[i].at.strftime("%Y-%m-%d")) for i in labels_at],
+        x_labels=[(x(i), series[i].at.strftime(label_format)) for i in labels_at],
     )
