@@ -44,7 +44,7 @@ from api.web.session import (
     SessionSigner,
 )
 from catalogd.document import FileDocument, display_path, document_id
-from catalogd.errors import StoreError
+from catalogd.errors import StoreError, UsageError
 from catalogd.report import FIELDS, HISTORY_FIELDS
 from catalogd.report.csvfile import write_csv
 from catalogd.store.base import FACET_FIELDS
@@ -224,7 +224,7 @@ def search_page(request: Request) -> Response:
         try:
             query = catalogue.search_query(params, principal, ctx, facets=FACET_FIELDS)
             result = ctx.store.search(query)
-        except ValueError as exc:
+        except (UsageError, ValueError) as exc:  # a cursor that is not one, as the API
             return _render(request, "search.html", principal, 400, error=str(exc), **_empty(raw))
         rows = [_row(doc) for doc in result.items]
         facets = {
