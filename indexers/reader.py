@@ -169,6 +169,8 @@ class Node:
         "_where",
         "_nx_class",
         "_info",
+        "_mtype",
+        "_plain",
         "_virtual",
     )
 
@@ -179,6 +181,9 @@ class Node:
         self._where: str | None = None
         self._nx_class: Any = _UNSET
         self._info: Any = None
+        #: The memory type a read uses, and whether the low-level read serves the type.
+        self._mtype: Any = None
+        self._plain = False
         self._virtual: bool | None = None
 
     @property
@@ -201,13 +206,14 @@ class Node:
             oid = self.oid
             space = oid.get_space()
             dims = space.get_simple_extent_dims()  # None for a null dataspace
+            dtype, self._mtype, self._plain = type_info(oid.get_type())
             if dims:
                 maxdims = space.get_simple_extent_dims(True)
                 unlimited = h5py.h5s.UNLIMITED
                 maxshape = tuple(None if m == unlimited else m for m in maxdims)
-                info = (tuple(dims), maxshape, numpy_type(oid.get_type()))
+                info = (tuple(dims), maxshape, dtype)
             else:  # null, or scalar: no extent beyond its shape
-                info = (dims, dims, numpy_type(oid.get_type()))
+                info = (dims, dims, dtype)
             self._info = info
         return info  # type: ignore[no-any-return]
 
@@ -523,14 +529,14 @@ class Reader:
             try:
                 aid = h5py.h5a.open(oid, name)
                 shape = aid.get_space().get_simple_extent_dims()  # None: a null dataspace
-                dtype = numpy_type(aid.get_type())
+                dtype, mtype, plain = type_info(aid.get_type())
                 if nbytes(shape, dtype.itemsize) > self.settings.max_array_bytes:
                     result[name_text(name)] = None
                     continue
-                if shape is not None and dtype.kind in "biufSO" and dtype.names is None:
+                if shape is not None and plain:
                     # The low-level read, as ``attrs[name]`` would give it.
                     out = np.empty(shape, dtype=dtype)
-                    aid.read(out, mtype=memory_type(dtype))
+                    aid.read(out, mtype=mtype)
                     check_strings(out, self.settings.max_array_bytes)
                     value = to_json_value(out)
                 else:
@@ -556,11 +562,12 @@ class Reader:
                 f"{size} bytes (shape {list(shape)}) exceeds the {self.settings.max_array_bytes}"
                 "-byte bound"
             )
-        if dtype.kind in "biufSO" and dtype.names is None:
+        if node._plain:
             # The low-level read: h5py's slicing machinery costs more than the read.
             out = np.empty(shape, dtype=dtype)
-            node.oid.read(_ALL, _ALL, out, mtype=memory_type(dtype))
-            check_strings(out, self.settings.max_array_bytes)
+            node.oid.read(_ALL, _ALL, out, mtype=node._mtype)
+            if dtype.kind == "O":
+                check_strings(out, self.settings.max_array_bytes)
             return out if shape else out[()]
         return _high_level(node.oid)[()]
 
@@ -634,8 +641,8 @@ def _read_attr(oid: Any, name: str, max_bytes: int) -> Any:
     if not h5py.h5a.exists(oid, raw):
         return None
     aid = h5py.h5a.open(oid, raw)
-    dtype = numpy_type(aid.get_type())
-    if dtype.kind not in "biufSO" or dtype.names is not None:
+    dtype, mtype, plain = type_info(aid.get_type())
+    if not plain:
         if aid.get_space().get_simple_extent_type() == _NULL_SPACE:
             return None
         return _high_level(oid).attrs[name]
@@ -652,8 +659,9 @@ def _read_attr(oid: Any, name: str, max_bytes: int) -> Any:
         if size > max_bytes:
             raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
     out = np.empty(shape, dtype=dtype)
-    aid.read(out, mtype=memory_type(dtype))
-    check_strings(out, max_bytes)
+    aid.read(out, mtype=mtype)
+    if dtype.kind == "O":
+        check_strings(out, max_bytes)
     return out
 
 
@@ -666,7 +674,7 @@ def check_strings(out: Any, max_bytes: int) -> None:
             raise TooLarge(f"{size} bytes of text exceeds the {max_bytes}-byte bound")
 
 
-_numpy_types: dict[bytes, np.dtype[Any]] = {}
+_numpy_types: dict[bytes, tuple[np.dtype[Any], Any, bool]] = {}
 #: Distinct types kept, at most (each a few dozen bytes).
 _NUMPY_TYPES_KEPT = 4096
 
@@ -674,16 +682,28 @@ _NUMPY_TYPES_KEPT = 4096
 def numpy_type(tid: Any) -> np.dtype[Any]:
     """h5py's numpy dtype for an HDF5 type (``tid.dtype``), worked out once per distinct
     type: HDF5's own encoding of the type is the key, so equal types share it."""
+    return type_info(tid)[0]
+
+
+def type_info(tid: Any) -> tuple[np.dtype[Any], Any, bool]:
+    """(dtype, memory type, plain) for an HDF5 type, worked out once per distinct type:
+    ``plain`` when the low-level read serves it (numbers and strings, no compound), the
+    memory type the read then uses (:func:`memory_type`; None otherwise)."""
     try:
         key = tid.encode()
     except H5_ERRORS:
-        return tid.dtype  # type: ignore[no-any-return]
+        return _type_info(tid.dtype)
     found = _numpy_types.get(key)
     if found is None:
-        found = tid.dtype
+        found = _type_info(tid.dtype)
         if len(_numpy_types) < _NUMPY_TYPES_KEPT:
             _numpy_types[key] = found
     return found
+
+
+def _type_info(dtype: np.dtype[Any]) -> tuple[np.dtype[Any], Any, bool]:
+    plain = dtype.kind in "biufSO" and dtype.names is None
+    return dtype, (memory_type(dtype) if plain else None), plain
 
 
 _memory_types: dict[tuple[str, Any], Any] = {}
