@@ -187,3 +187,16 @@ def test_the_timeline_counts_open_and_resolved() -> None:
     assert [(p.open, p.resolved) for p in series[:5]] == [(2, 0)] * 5
     assert [(p.open, p.resolved) for p in series[5:]] == [(1, 1)] * 6
     assert timeline([], now) == []
+
+
+def test_catalogued_text_is_escaped(http: TestClient, catalogue: Catalogue) -> None:
+    doc = catalogue.doc("lysozyme")
+    title = '<script>alert("x")</script>'
+    entry = {**doc.entries[0], "title": title}
+    catalogue.store.put([doc.with_changes(entries=(entry,))])
+    catalogue.store.flush()
+    log_in(http, "alice", "alice-pw")
+    for url in ("/ui/search", f"/ui/files/{doc.id}"):
+        page = http.get(url).text
+        assert title not in page
+        assert "&lt;script&gt;" in page
