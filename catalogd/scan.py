@@ -1,11 +1,18 @@
-"""The one-shot scan: walk, stat, classify, extract, store.
+"""The one-shot scan: the stage chain of :mod:`catalogd.pipeline` over a whole tree.
 
-The same stages the daemon drives for single paths, run over a whole tree. Files that
-look like HDF5 (by signature, or by a suffix that claims HDF5) go to the indexers'
-registry in batches, so its worker processes stay busy; everything else is stored with
-kind ``other`` straight away. Documents are written in batches; after a complete pass,
-documents under the root whose files are gone are deleted (never below a directory
-that could not be listed, whose files may still exist).
+Forked children walk the tree (:func:`catalogd.pipeline.tree_pass`), check the policy of
+every entry and send back the stat facts of its files; this process compares each file
+with the fingerprint stored for it (:func:`~catalogd.pipeline.compare`), builds the
+documents of new and changed files once (:class:`~catalogd.pipeline.Documents`), hands
+the files that look like HDF5 to the indexers in batches and writes the documents in
+large batches. After a complete pass the scan records the violations it found as the
+daemon does (:func:`~catalogd.pipeline.record_pass`: first and last seen, and what is
+no longer found is resolved) and deletes the documents of files that are gone (never
+below a directory that could not be listed, whose files may still exist).
+
+Files whose fingerprint is unchanged are not written again (as in the daemon); with
+``refresh`` every file's document is built and stored again (after a layout change,
+say), and HDF5 files are read again.
 
 Masters and their data files need nothing here: the store decides which stored master a
 file belongs to, in whatever order the two are written (:mod:`catalogd.store.links`).
@@ -15,24 +22,36 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from catalogd.document import DocumentBuilder, FileDocument
+from catalogd.document import FileDocument
 from catalogd.errors import UsageError, describe_os_error
 from catalogd.identity import NameCache
 from catalogd.layout import LayoutConfig, normalise_root
+from catalogd.pipeline import (
+    DEFAULT_PROCESSES,
+    Change,
+    Documents,
+    TreePass,
+    as_stat,
+    compare,
+    extract_documents,
+    gone_after_pass,
+    keep_metadata,
+    record_pass,
+    tree_pass,
+    wants_extraction,
+)
+from catalogd.policy import Policy, make_policy
+from catalogd.policy.walker import Opener, open_dir
 from catalogd.store.base import Store
-from catalogd.store.query import under_prefix
-from catalogd.walk import DEFAULT_WORKERS, Lstat, Scandir, walk
-from indexers.base import wants_extraction
 from indexers.registry import Registry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 500
+DEFAULT_BATCH_SIZE = 5000
 #: Files handed to the registry at once (enough to keep its workers busy).
 EXTRACT_BATCH = 64
 #: Call the progress callback at most this often.
@@ -44,11 +63,14 @@ class ScanStats:
     """What a scan saw and did."""
 
     files: int = 0
+    stored: int = 0  # documents written (new, changed, or all with ``refresh``)
+    unchanged: int = 0  # files whose stored fingerprint is the same: not written again
     extracted: int = 0  # files the indexers read
     extraction_failures: int = 0  # of those, files that could not be read
     directories: int = 0
     skipped: int = 0  # symbolic links, sockets, devices: not catalogued
     deleted: int = 0
+    violations: int = 0  # findings of the policy check (recorded in the store)
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -64,37 +86,35 @@ class ScanStats:
 
 
 class Scanner:
-    """Scans trees into one store with one layout; reusable."""
+    """Scans trees into one store with one layout and policy; reusable."""
 
     def __init__(
         self,
         store: Store,
         layout: LayoutConfig,
         *,
-        workers: int = DEFAULT_WORKERS,
+        policy: Policy | None = None,
+        workers: int = DEFAULT_PROCESSES,
         batch_size: int = DEFAULT_BATCH_SIZE,
         cross_mounts: bool = False,
+        refresh: bool = False,
         names: NameCache | None = None,
         clock: Callable[[], float] = time.time,
-        scandir: Scandir = os.scandir,
-        lstat: Lstat = os.lstat,
+        opener: Opener = open_dir,
         registry: Registry | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
+        self.names = names or NameCache()
+        self.policy = policy if policy is not None else make_policy(None, layout, self.names)
         self.workers = workers
         self.batch_size = batch_size
         self.cross_mounts = cross_mounts
-        self.names = names or NameCache()
+        self.refresh = refresh
         self.clock = clock
-        self._scandir = scandir
-        self._lstat = lstat
+        self._opener = opener
         self.registry = registry
-        self.documents = DocumentBuilder(layout, self.names, clock)
-
-    def build(self, path: str, st: os.stat_result) -> FileDocument:
-        """The document for one regular file."""
-        return self.documents.build(path, st)
+        self.documents = Documents(layout, self.names, clock)
 
     def scan(
         self,
@@ -107,101 +127,87 @@ class Scanner:
             raise UsageError(f"scan root must be an absolute path, got {root!r}")
         root = normalise_root(root)
         stats = ScanStats()
-        seen: set[str] = set()
-        unlisted: list[str] = []
-        batch: list[FileDocument] = []
-        pending: list[FileDocument] = []  # waiting for the indexers
-        last_report = 0.0
         try:
-            self._lstat(root)
+            os.lstat(root)
         except OSError as exc:
             raise UsageError(f"cannot scan {describe_os_error(exc)}") from None
-        entries = walk(
+        self.store.flush()
+        known = {fp.path: fp for fp in self.store.fingerprints(path_prefix=root)}
+        tree = TreePass(root)
+        batch: list[FileDocument] = []
+        pending: list[FileDocument] = []  # waiting for the indexers
+        hdf5_suffixes = self.registry.settings.hdf5_suffixes if self.registry else ()
+        build = self.documents.build
+        refresh = self.refresh
+        last_report = 0.0
+        parts = tree_pass(
             root,
-            workers=self.workers,
+            self.policy,
+            processes=self.workers,
             cross_mounts=self.cross_mounts,
-            scandir=self._scandir,
-            lstat=self._lstat,
+            opener=self._opener,
+            result=tree,
         )
-        for entry in entries:
-            if entry.error is not None:
-                stats.errors.append(describe_os_error(entry.error))
-                log.warning("cannot read %s", describe_os_error(entry.error))
-                if entry.is_dir:
-                    unlisted.append(entry.path)
-                continue
-            assert entry.stat is not None
-            mode = entry.stat.st_mode
-            if entry.is_dir:
-                stats.directories += 1
-            elif stat.S_ISREG(mode):
-                doc = self.build(entry.path, entry.stat)
-                seen.add(doc.id)
-                stats.files += 1
-                if self.wants_extraction(doc.path, doc.size):
+        for part in parts:
+            for fs in part.files:
+                path, _, inode, _, _, _, _, size, mtime, ctime = fs
+                before = known.pop(path, None)
+                change = Change.NEW if refresh else compare(before, size, mtime, ctime, inode)
+                if change is Change.NONE:
+                    stats.unchanged += 1
+                    continue
+                doc = build(path, as_stat(fs))
+                previous = None
+                if change is Change.ATTRIB and before is not None:
+                    previous = self.store.get(before.id)
+                if previous is not None:  # owner, group or mode: keep what was read
+                    batch.append(keep_metadata(doc, previous))
+                elif self.registry is not None and wants_extraction(path, size, hdf5_suffixes):
                     pending.append(doc)
                     if len(pending) >= EXTRACT_BATCH:
-                        batch.extend(self.extract(pending, stats))
+                        batch.extend(self._extract(pending, stats))
                         pending = []
                 else:
                     batch.append(doc)
                 if len(batch) >= self.batch_size:
-                    self.store.put(batch)
+                    self._put(batch, stats)
                     batch = []
-            else:
-                stats.skipped += 1
+            stats.files = tree.files
+            stats.directories = tree.directories
+            stats.skipped = tree.others
             if progress is not None:
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_INTERVAL_S:
                     last_report = now
                     progress(stats)
         if pending:
-            batch.extend(self.extract(pending, stats))
+            batch.extend(self._extract(pending, stats))
         if batch:
-            self.store.put(batch)
+            self._put(batch, stats)
+        for error in tree.errors:
+            log.warning("%s", error)
+        stats.errors = list(tree.errors)
+        stats.violations = len(tree.findings)
         self.store.flush()
-        stats.deleted = self._delete_missing(root, seen, unlisted)
+        if tree.complete:
+            record_pass(self.store, tree)
+            gone = gone_after_pass(known.values(), tree.unlisted)
+            if gone:
+                self.store.delete([fp.id for fp in gone])
+            stats.deleted = len(gone)
+            self.store.flush()
         stats.finished = time.monotonic()
         if progress is not None:
             progress(stats)
         return stats
 
-    def wants_extraction(self, path: str, size: int) -> bool:
-        """Whether the registry should read ``path`` (see indexers.base)."""
-        if self.registry is None:
-            return False
-        return wants_extraction(path, size, self.registry.settings.hdf5_suffixes)
+    def _put(self, batch: list[FileDocument], stats: ScanStats) -> None:
+        self.store.put(batch)
+        stats.stored += len(batch)
 
-    def extract(self, docs: list[FileDocument], stats: ScanStats) -> list[FileDocument]:
-        """``docs`` with the metadata the registry read from their files."""
+    def _extract(self, docs: list[FileDocument], stats: ScanStats) -> list[FileDocument]:
         assert self.registry is not None
-        results = {r.path: r for r in self.registry.extract_many([d.path for d in docs])}
-        merged = []
-        for doc in docs:
-            result = results.get(doc.path)
-            if result is None:  # pragma: no cover - the registry answers every path
-                merged.append(doc.with_changes(error="the indexers gave no result"))
-                continue
-            stats.extracted += 1
-            stats.extraction_failures += not result.ok
-            merged.append(
-                doc.with_changes(
-                    kind=result.kind,
-                    entries=tuple(result.entries),
-                    metadata=dict(result.metadata),
-                    error=result.error,
-                    indexed_at=self.clock(),
-                )
-            )
+        merged = extract_documents(self.registry, docs, self.clock)
+        stats.extracted += len(merged)
+        stats.extraction_failures += sum(1 for d in merged if d.error is not None)
         return merged
-
-    def _delete_missing(self, root: str, seen: set[str], unlisted: list[str]) -> int:
-        gone = [
-            fp.id
-            for fp in self.store.fingerprints(path_prefix=root)
-            if fp.id not in seen and not any(under_prefix(fp.path, d) for d in unlisted)
-        ]
-        if gone:
-            self.store.delete(gone)
-            self.store.flush()
-        return len(gone)

@@ -9,6 +9,7 @@ import pytest
 from catalogd.document import document_id
 from catalogd.errors import UsageError
 from catalogd.layout import LayoutConfig
+from catalogd.policy.walker import open_dir
 from catalogd.scan import Scanner
 from catalogd.store.base import SearchQuery
 from catalogd.store.memory import MemoryStore
@@ -81,13 +82,13 @@ def test_files_below_an_unlistable_directory_are_not_deleted(tmp_path: Path) -> 
     scanner(tmp_path, store).scan(str(tmp_path))
     locked = str(tmp_path / VISIT / "raw")
 
-    def failing_scandir(path: str) -> os._ScandirIterator[str]:
+    def failing_open(path: str) -> int:
         if path == locked:
             raise PermissionError(13, "Permission denied", path)
-        return os.scandir(path)
+        return open_dir(path)
 
     layout = LayoutConfig(root=str(tmp_path))
-    stats = Scanner(store, layout, scandir=failing_scandir).scan(str(tmp_path))
+    stats = Scanner(store, layout, opener=failing_open).scan(str(tmp_path))
     assert stats.deleted == 0
     assert store.count() == 4
     assert any("Permission denied" in e for e in stats.errors)

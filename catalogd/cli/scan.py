@@ -9,6 +9,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from catalogd.cli import CliContext, pass_cli
 from catalogd.cli.output import err_console, interactive
+from catalogd.identity import NameCache
+from catalogd.policy import make_policy
 from catalogd.scan import Scanner, ScanStats
 from catalogd.store import open_spooled_store, spool_directory
 from indexers.registry import Registry
@@ -17,19 +19,39 @@ from indexers.registry import Registry
 @click.command("scan")
 @click.argument("root", type=click.Path(file_okay=False, path_type=str))
 @click.option("--store", "store_option", metavar="URL", help="Store URL (default: [store] url).")
-@click.option("--workers", type=click.IntRange(1, 64), help="Walker threads (default: [scan]).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes walking the tree (default: [scan] workers, at most the CPUs).",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Store every file again, unchanged ones too (after a layout change, say).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 @pass_cli
 def command(
-    ctx: CliContext, root: str, store_option: str | None, workers: int | None, quiet: bool
+    ctx: CliContext,
+    root: str,
+    store_option: str | None,
+    workers: int | None,
+    refresh: bool,
+    quiet: bool,
 ) -> None:
-    """Walk ROOT once: stat, classify and store every file.
+    """Walk ROOT once: stat, classify, check the policy and store every file.
 
-    Documents of files that are gone are removed after a complete pass.
+    Files unchanged since they were stored are not written again. After a complete
+    pass the violations found are recorded (GET /api/v1/violations, catalogd
+    violations) and those no longer found are resolved; documents of files that are
+    gone are removed.
     """
     settings = ctx.settings()
     root = os.path.abspath(root)
     layout = settings.layout_for(root)
+    names = NameCache()
+    policy = make_policy(settings.policy, layout, names)
+    processes = min(workers or settings.scan.workers, os.cpu_count() or 1)
     with (
         open_spooled_store(
             ctx.store_url(store_option),
@@ -46,9 +68,12 @@ def command(
         scanner = Scanner(
             store,
             layout,
-            workers=workers or settings.scan.workers,
+            policy=policy,
+            names=names,
+            workers=processes,
             batch_size=settings.scan.batch_size,
             cross_mounts=settings.scan.cross_mounts,
+            refresh=refresh,
             registry=registry,
         )
         if quiet or not interactive():
@@ -80,8 +105,11 @@ def _scan_with_progress(scanner: Scanner, root: str) -> ScanStats:
 def _summary(stats: ScanStats, url: str) -> str:
     text = (
         f"scanned {stats.files:,} files in {stats.directories:,} directories "
-        f"in {stats.elapsed:.1f} s ({stats.rate:,.0f} files/s) into {url}"
+        f"in {stats.elapsed:.1f} s ({stats.rate:,.0f} files/s) into {url}: "
+        f"{stats.stored:,} documents written, {stats.unchanged:,} unchanged"
     )
+    if stats.violations:
+        text += f"; {stats.violations:,} policy violations recorded (catalogd violations)"
     if stats.extracted:
         text += f"; metadata read from {stats.extracted:,} HDF5 files"
         if stats.extraction_failures:

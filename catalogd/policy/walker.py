@@ -16,18 +16,28 @@ open at a time.
 For entries inside a visit, :meth:`Policy.inside_expectation` gives the ids and bits
 that make an entry certainly clean; only the others go through the full
 :meth:`Policy.check` (with their ACLs and link targets read by :func:`read_facts`).
+
+The same walk is the stat stage of the scan and of the daemon's reconcile
+(:mod:`catalogd.pipeline`): with ``collect``, each part also carries the stat facts of
+every regular file (:data:`FileStat` tuples, cheap to send between processes; the
+documents are built once, in the caller), the directories seen and those that could not
+be listed; with ``check=False`` the policy is not checked. :func:`iter_tree` hands the
+parts back as they are walked, each of at most about ``part_entries`` entries, so a
+caller stores the first files while the children still walk and memory stays bounded.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from catalogd.layout import Level, Location, classify
+from catalogd.errors import describe_os_error
+from catalogd.layout import Level, classify
 from catalogd.policy import rules as R
 from catalogd.policy.acl import ACCESS_XATTR, DEFAULT_XATTR, NO_ACLS, Acls, read_acls
 from catalogd.policy.check import EntryFacts, Fix, InsideExpectation, Policy
@@ -40,10 +50,42 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_
 SUBTREES_PER_PROCESS = 8
 #: How many levels the calling process walks at most before handing out subtrees.
 MAX_SPLIT_DEPTH = 6
+#: Entries a child walks before it hands its part back (and the rest of its stack).
+PART_ENTRIES = 20_000
 
 _S_IFMT = 0o170000
 _S_IFDIR = stat.S_IFDIR
 _S_IFLNK = stat.S_IFLNK
+_S_IFREG = stat.S_IFREG
+
+#: What the walk keeps of a regular file: path, st_mode, st_ino, st_dev, st_nlink,
+#: st_uid, st_gid, st_size, st_mtime, st_ctime (see :func:`file_stat`, :func:`as_stat`).
+FileStat = tuple[str, int, int, int, int, int, int, int, float, float]
+
+
+def file_stat(path: str, st: os.stat_result) -> FileStat:
+    return (
+        path,
+        st.st_mode,
+        st.st_ino,
+        st.st_dev,
+        st.st_nlink,
+        st.st_uid,
+        st.st_gid,
+        st.st_size,
+        st.st_mtime,
+        st.st_ctime,
+    )
+
+
+def as_stat(fs: FileStat) -> os.stat_result:
+    """The ``os.stat_result`` of a :data:`FileStat` (atime is not kept: 0)."""
+    _, mode, ino, dev, nlink, uid, gid, size, mtime, ctime = fs
+    return os.stat_result(
+        (mode, ino, dev, nlink, uid, gid, size, 0, int(mtime), int(ctime)),
+        {"st_mtime": mtime, "st_ctime": ctime},
+    )
+
 
 Opener = Callable[[str], int]
 ReadAcls = Callable[..., Acls]
@@ -71,11 +113,24 @@ class AuditPart:
     entries: int = 0
     findings: list[Violation] = field(default_factory=list)
     fixes: list[FixTarget] = field(default_factory=list)
+    #: With ``collect``: the regular files, the directories, the links and special
+    #: files (a count), and the directories that could not be listed.
+    files: list[FileStat] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    others: int = 0
+    unlisted: list[str] = field(default_factory=list)
+    #: With ``collect``: why those directories could not be listed.
+    errors: list[str] = field(default_factory=list)
 
     def merge(self, other: AuditPart) -> None:
         self.entries += other.entries
         self.findings.extend(other.findings)
         self.fixes.extend(other.fixes)
+        self.files.extend(other.files)
+        self.dirs.extend(other.dirs)
+        self.others += other.others
+        self.unlisted.extend(other.unlisted)
+        self.errors.extend(other.errors)
 
 
 def read_facts(
@@ -111,6 +166,17 @@ def read_facts(
     return EntryFacts(acls=found) if found is not NO_ACLS else EntryFacts()
 
 
+def policy_findings(
+    policy: Policy, path: str, st: os.stat_result | None, error: OSError | None = None
+) -> list[Violation]:
+    """The policy stage for one entry: classify it, read what the check needs besides
+    ``lstat`` (:func:`read_facts`) and check it. The walk, the scan and the daemon's
+    pipeline all check entries through this."""
+    location = classify(path, policy.layout)
+    facts = read_facts(path, st, error, check_acls=policy.settings.check_acls)
+    return policy.check(location, st, facts)
+
+
 class TreeAuditor:
     """Checks the entries of directories; one per process."""
 
@@ -122,8 +188,14 @@ class TreeAuditor:
         plan_fixes: bool = False,
         opener: Opener = open_dir,
         relative_xattrs: bool = False,
+        collect: bool = False,
+        check: bool = True,
     ) -> None:
         self.policy = policy
+        #: Keep the stat facts of files and the directories (the scan, the reconcile).
+        self.collect = collect
+        #: Check the policy (the daemon's reconcile leaves it to its pipeline).
+        self.check = check
         #: Read xattrs relative to the directory being listed, after ``fchdir`` to it:
         #: the kernel then resolves one name instead of the whole path. Only for a
         #: process of our own (a forked worker): the working directory is per process.
@@ -135,26 +207,28 @@ class TreeAuditor:
 
     def check_entry(
         self, part: AuditPart, path: str, st: os.stat_result | None, error: OSError | None
-    ) -> Location:
-        """The full check of one entry, into ``part``."""
-        location = classify(path, self.policy.layout)
-        facts = read_facts(path, st, error, check_acls=self.check_acls)
-        found = self.policy.check(location, st, facts)
+    ) -> None:
+        """The full check of one entry (:func:`policy_findings`), into ``part``."""
+        if not self.check:
+            return
+        found = policy_findings(self.policy, path, st, error)
         if found:
             part.findings.extend(found)
             if self.plan_fixes and st is not None:
                 rules = tuple(v.rule for v in found if v.rule in FIXABLE)
+                location = classify(path, self.policy.layout)
                 fix = self.policy.fix_for(location, st, rules=rules) if rules else None
                 if fix is not None:
                     part.fixes.append(FixTarget(path, st, fix, rules))
-        return location
 
     def list_dir(self, directory: str, part: AuditPart) -> list[str]:
         """Check every entry of ``directory``; returns the subdirectories to enter."""
         subdirs: list[str] = []
         location = classify(directory, self.policy.layout)
         quick = None
-        if location.level in (Level.AREA, Level.INSIDE):
+        if not self.check:
+            quick = _NO_CHECK
+        elif location.level in (Level.AREA, Level.INSIDE):
             quick = self.policy.inside_expectation(location)
         try:
             fd = self.opener(directory)
@@ -192,8 +266,16 @@ class TreeAuditor:
                     self.check_entry(part, path, None, exc)
                     continue
                 part.entries += 1
-                if stat.S_ISDIR(st.st_mode) and (root_dev is None or st.st_dev == root_dev):
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if is_dir and (root_dev is None or st.st_dev == root_dev):
                     subdirs.append(path)
+                if self.collect:
+                    if is_dir:
+                        part.dirs.append(path)
+                    elif stat.S_ISREG(st.st_mode):
+                        part.files.append(file_stat(path, st))
+                    else:
+                        part.others += 1
                 self.check_entry(part, path, st, None)
 
     def _list_inside(
@@ -210,7 +292,11 @@ class TreeAuditor:
         want_uid, want_gid = quick.uid, quick.gid
         required, forbidden = quick.required, quick.forbidden
         root_dev = self.root_dev
-        check_acls = self.check_acls
+        check = self.check
+        check_acls = self.check_acls and check
+        collect = self.collect
+        files, dirs = part.files, part.dirs
+        others = 0
         relative = self.relative_xattrs and check_acls
         listxattr = os.listxattr
         lstat = os.lstat
@@ -230,8 +316,32 @@ class TreeAuditor:
                 count += 1
                 mode = st.st_mode
                 kind = mode & _S_IFMT
-                if kind == _S_IFDIR and (root_dev is None or st.st_dev == root_dev):
-                    subdirs.append(prefix + "/" + name)
+                if kind == _S_IFDIR:
+                    path = prefix + "/" + name
+                    if root_dev is None or st.st_dev == root_dev:
+                        subdirs.append(path)
+                    if collect:
+                        dirs.append(path)
+                elif collect:
+                    if kind == _S_IFREG:
+                        files.append(
+                            (
+                                prefix + "/" + name,
+                                mode,
+                                st.st_ino,
+                                st.st_dev,
+                                st.st_nlink,
+                                st.st_uid,
+                                st.st_gid,
+                                st.st_size,
+                                st.st_mtime,
+                                st.st_ctime,
+                            )
+                        )
+                    else:
+                        others += 1
+                if not check:
+                    continue
                 if (
                     kind != _S_IFLNK
                     and (st.st_gid == want_gid or want_gid is None)
@@ -252,68 +362,130 @@ class TreeAuditor:
                 self.check_entry(part, prefix + "/" + name, st, None)
         finally:
             part.entries += count
+            part.others += others
 
     def walk_subtree(self, directory: str) -> AuditPart:
         """Check everything below ``directory`` (not the directory itself)."""
-        part = AuditPart()
-        stack = [directory]
-        while stack:
-            stack.extend(self.list_dir(stack.pop(), part))
+        part, _ = self.walk_some([directory], None)
         return part
+
+    def walk_some(self, stack: list[str], budget: int | None) -> tuple[AuditPart, list[str]]:
+        """Walk below the directories of ``stack`` until ``budget`` entries are seen;
+        returns the part and the directories still to walk."""
+        part = AuditPart()
+        stack = list(stack)
+        while stack and (budget is None or part.entries < budget):
+            stack.extend(self.list_dir(stack.pop(), part))
+        return part, stack
 
     def _unreadable(self, part: AuditPart, directory: str, exc: OSError) -> None:
         if exc.filename is None:
             exc.filename = directory
+        if self.collect:
+            part.unlisted.append(directory)
+            part.errors.append(describe_os_error(exc))
         self.check_entry(part, directory, None, exc)
+
+
+#: The quick test that passes everything (the walk does not check the policy).
+_NO_CHECK = InsideExpectation(uid=None, gid=None, required=0, forbidden=0)
 
 
 # -- the process pool -----------------------------------------------------------------
 _WORKER: TreeAuditor | None = None
 
 
-def _walk_task(directory: str) -> AuditPart:
-    assert _WORKER is not None, "the pool's worker state is set before forking"
-    _WORKER.relative_xattrs = True  # a forked worker: its working directory is its own
-    return _WORKER.walk_subtree(directory)
+def _set_worker(auditor: TreeAuditor) -> None:
+    global _WORKER
+    _WORKER = auditor
+    _WORKER.relative_xattrs = True  # a process of our own: its working directory too
+
+
+def _walk_task(stack: list[str], budget: int | None) -> tuple[AuditPart, list[str]]:
+    assert _WORKER is not None, "the pool's worker state is set when it starts"
+    return _WORKER.walk_some(stack, budget)
 
 
 def walk_tree(auditor: TreeAuditor, root: str, part: AuditPart, *, processes: int) -> None:
-    """Check everything below the directory ``root`` into ``part``.
+    """Check everything below the directory ``root`` into ``part`` (see :func:`iter_tree`)."""
+    for piece in iter_tree(auditor, root, processes=processes):
+        part.merge(piece)
 
-    With ``processes`` > 1 the subtrees are walked by forked processes; forking is only
-    done from a single-threaded process (a daemon with threads walks in-process).
+
+def iter_tree(
+    auditor: TreeAuditor,
+    root: str,
+    *,
+    processes: int,
+    part_entries: int = PART_ENTRIES,
+    stop: threading.Event | None = None,
+) -> Iterator[AuditPart]:
+    """Everything below the directory ``root`` (not ``root`` itself), in parts.
+
+    With ``processes`` > 1 the subtrees are walked by a pool of child processes: forked
+    from a single-threaded process, started from a fork server otherwise (a daemon with
+    threads must not fork itself). A set ``stop`` ends the walk early (the caller then
+    knows the pass is incomplete because it asked).
     """
     frontier = [root]
     depth = 0
     target = processes * SUBTREES_PER_PROCESS
-    parallel = processes > 1 and threading.active_count() == 1
+    parallel = processes > 1
+    top = AuditPart()
     while parallel and frontier and depth < MAX_SPLIT_DEPTH and len(frontier) < target:
         following: list[str] = []
         for directory in frontier:
-            following.extend(auditor.list_dir(directory, part))
+            following.extend(auditor.list_dir(directory, top))
         frontier = following
         depth += 1
-    if not frontier:
+    yield top
+    if not parallel or len(frontier) <= 1:
+        while frontier and not (stop is not None and stop.is_set()):
+            piece, frontier = auditor.walk_some(frontier, part_entries)
+            yield piece
         return
-    if not parallel or len(frontier) == 1:
-        for directory in frontier:
-            part.merge(auditor.walk_subtree(directory))
-        return
-    for piece in _in_processes(auditor, frontier, processes):
-        part.merge(piece)
+    yield from _in_processes(auditor, frontier, processes, part_entries, stop)
 
 
-def _in_processes(auditor: TreeAuditor, subtrees: list[str], processes: int) -> Iterator[AuditPart]:
-    global _WORKER
-    _WORKER = auditor
+def _in_processes(
+    auditor: TreeAuditor,
+    subtrees: list[str],
+    processes: int,
+    part_entries: int,
+    stop: threading.Event | None,
+) -> Iterator[AuditPart]:
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    context = multiprocessing.get_context(method)
+    answers: queue.SimpleQueue[tuple[AuditPart, list[str]] | BaseException] = queue.SimpleQueue()
+    pool = context.Pool(min(processes, len(subtrees)), initializer=_set_worker, initargs=(auditor,))
+    outstanding = 0
+
+    def submit(stack: list[str]) -> None:
+        nonlocal outstanding
+        outstanding += 1
+        pool.apply_async(
+            _walk_task,
+            (stack, part_entries),
+            callback=answers.put,
+            error_callback=answers.put,
+        )
+
     try:
-        context = multiprocessing.get_context("fork")
-        pool = context.Pool(min(processes, len(subtrees)))
-        try:
-            yield from pool.imap_unordered(_walk_task, subtrees, chunksize=1)
-            pool.close()
-        finally:
-            pool.terminate()
-            pool.join()
+        for directory in subtrees:
+            submit([directory])
+        while outstanding:
+            answer = answers.get()
+            outstanding -= 1
+            if isinstance(answer, BaseException):
+                raise answer
+            piece, rest = answer
+            if rest and not (stop is not None and stop.is_set()):
+                # Hand the rest out again in pieces, so idle children get some of it.
+                ways = min(len(rest), processes)
+                for i in range(ways):
+                    submit(rest[i::ways])
+            yield piece
+        pool.close()
     finally:
-        _WORKER = None
+        pool.terminate()
+        pool.join()
