@@ -151,3 +151,23 @@ def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> Non
     assert docs["scan_0001.nxs"].error  # claims HDF5 by its suffix but is not
     assert docs["notes.txt"].kind == "other" and docs["notes.txt"].error is None
     assert store.search(SearchQuery(text="gold")).total == 2
+
+
+def test_scan_walks_in_child_processes_beside_the_store_threads(tmp_path: Path) -> None:
+    """The SQLite store's writer is a thread: the walk's children must start anyway."""
+    from catalogd.store.sqlite import SQLiteStore
+
+    root = tmp_path / "data"
+    expected = set()
+    for v in range(20):  # enough subtrees to hand to the children
+        raw = root / f"visitor/bl{v % 3}/2017{v:04d}/2017112208/raw"
+        raw.mkdir(parents=True)
+        for i in range(40):
+            (raw / f"f{i}.cbf").write_bytes(b"x")
+            expected.add(str(raw / f"f{i}.cbf"))
+    with SQLiteStore(str(tmp_path / "c.db")) as store:
+        stats = Scanner(store, LayoutConfig(root=str(root)), workers=2).scan(str(root))
+        assert stats.files == len(expected) and stats.errors == []
+        assert {d.path for d in store.iter_documents()} == expected
+        again = Scanner(store, LayoutConfig(root=str(root)), workers=2).scan(str(root))
+        assert (again.unchanged, again.stored) == (len(expected), 0)

@@ -21,15 +21,23 @@ from dataclasses import dataclass, field
 
 from catalogd.daemon import readiness
 from catalogd.daemon.coalesce import Work
-from catalogd.document import DocumentBuilder, FileDocument, document_id
+from catalogd.document import FileDocument, document_id
 from catalogd.errors import CatalogdError, describe_os_error
 from catalogd.identity import NameCache
-from catalogd.layout import LayoutConfig, classify
-from catalogd.policy import Policy, read_facts
+from catalogd.layout import LayoutConfig
+from catalogd.pipeline import (
+    Change,
+    Documents,
+    compare_stat,
+    keep_metadata,
+    merge_result,
+    policy_findings,
+    wants_extraction,
+)
+from catalogd.policy import Policy
 from catalogd.store.base import Fingerprint, Store
 from catalogd.store.query import under_prefix
 from catalogd.walk import Lstat
-from indexers.base import ExtractResult, wants_extraction
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +104,7 @@ class Pipeline:
         self.writer_timeout_s = writer_timeout_s
         self.names = names or NameCache()
         self.clock = clock
-        self.documents = DocumentBuilder(layout, self.names, clock)
+        self.documents = Documents(layout, self.names, clock)
         self.monotonic = monotonic
         self._lstat = lstat
         #: Paths with open violations: a clean check of any other path records nothing.
@@ -169,21 +177,17 @@ class Pipeline:
         path = work.path
         now_fp = Fingerprint.of_stat(document_id(path), path, st)
         previous, prev_doc = self._previous(path)
-        if previous is not None and previous.same_content(now_fp):
-            if previous.ctime == now_fp.ctime:
-                self.stats.unchanged += 1
-                return Step(StepKind.NOTHING, work, reason="unchanged")
+        change = compare_stat(previous, st)
+        if change is Change.NONE:
+            self.stats.unchanged += 1
+            return Step(StepKind.NOTHING, work, reason="unchanged")
+        if change is Change.ATTRIB:
             # Owner, group or mode changed: keep what the indexers read.
             if prev_doc is None:
                 prev_doc = self.store.get(now_fp.id)
             if prev_doc is not None:
                 self.stats.attrib_only += 1
-                doc = self.build(path, st).with_changes(
-                    kind=prev_doc.kind,
-                    entries=prev_doc.entries,
-                    metadata=prev_doc.metadata,
-                    error=prev_doc.error,
-                )
+                doc = keep_metadata(self.build(path, st), prev_doc)
                 return Step(StepKind.STORE, work, doc=doc, reason="attributes only")
         doc = self.build(path, st)
         is_hdf5 = wants_extraction(path, st.st_size, self.hdf5_suffixes)
@@ -223,8 +227,7 @@ class Pipeline:
         were before: a clean path that was clean costs no write)."""
         self.stats.policy_checks += 1
         try:
-            facts = read_facts(path, st, None, check_acls=self.policy.settings.check_acls)
-            findings = self.policy.check(classify(path, self.layout), st, facts)
+            findings = policy_findings(self.policy, path, st)
         except (OSError, CatalogdError) as exc:
             log.warning("policy check of %s failed: %s", path, exc)
             return
@@ -246,12 +249,4 @@ class Pipeline:
             self.open_violations -= hit
 
 
-def merge_result(doc: FileDocument, result: ExtractResult, indexed_at: float) -> FileDocument:
-    """``doc`` with what the indexers read from its file."""
-    return doc.with_changes(
-        kind=result.kind,
-        entries=tuple(result.entries),
-        metadata=dict(result.metadata),
-        error=result.error,
-        indexed_at=indexed_at,
-    )
+__all__ = ["Pipeline", "PipelineStats", "Step", "StepKind", "merge_result"]

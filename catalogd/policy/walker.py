@@ -422,9 +422,8 @@ def iter_tree(
 ) -> Iterator[AuditPart]:
     """Everything below the directory ``root`` (not ``root`` itself), in parts.
 
-    With ``processes`` > 1 the subtrees are walked by a pool of child processes: forked
-    from a single-threaded process, started from a fork server otherwise (a daemon with
-    threads must not fork itself). A set ``stop`` ends the walk early (the caller then
+    With ``processes`` > 1 the subtrees are walked by a pool of forked child processes.
+    A set ``stop`` ends the walk early (the caller then
     knows the pass is incomplete because it asked).
     """
     frontier = [root]
@@ -454,8 +453,10 @@ def _in_processes(
     part_entries: int,
     stop: threading.Event | None,
 ) -> Iterator[AuditPart]:
-    method = "fork" if threading.active_count() == 1 else "forkserver"
-    context = multiprocessing.get_context(method)
+    # Forked: the children inherit the auditor (its name cache holds a lock, so it is not
+    # sent by pickle). A child only lists, stats and checks, so locks other threads of
+    # this process may hold (the store's writer, the indexers' pool) are never taken in it.
+    context = multiprocessing.get_context("fork")
     answers: queue.SimpleQueue[tuple[AuditPart, list[str]] | BaseException] = queue.SimpleQueue()
     pool = context.Pool(min(processes, len(subtrees)), initializer=_set_worker, initargs=(auditor,))
     outstanding = 0
