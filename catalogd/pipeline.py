@@ -232,6 +232,7 @@ def tree_pass(
     opener: Opener = open_dir,
     stop: threading.Event | None = None,
     result: TreePass | None = None,
+    probe_suffixes: frozenset[str] | None = None,
 ) -> Iterator[AuditPart]:
     """Walk ``root`` and everything below it; yields the walker's parts (the regular
     files' stat tuples in ``files``, the directories in ``dirs``; ``root`` itself is in
@@ -256,6 +257,7 @@ def tree_pass(
         opener=opener,
         collect=True,
         check=check,
+        probe_suffixes=probe_suffixes,
     )
     first = AuditPart(entries=1)
     auditor.check_entry(first, root, root_stat, None)
@@ -270,6 +272,8 @@ def tree_pass(
         first.files.append(file_stat(root, root_stat))
     else:
         first.others += 1
+    if probe_suffixes is not None:
+        auditor.probe(first)
     parts: Iterable[AuditPart] = [first]
     if is_dir:
         parts = _chain(first, iter_tree(auditor, root, processes=processes, stop=stop))

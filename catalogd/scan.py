@@ -42,7 +42,6 @@ from catalogd.pipeline import (
     keep_metadata,
     record_pass,
     tree_pass,
-    wants_extraction,
 )
 from catalogd.policy import Policy, make_policy
 from catalogd.policy.walker import Opener, open_dir
@@ -136,7 +135,9 @@ class Scanner:
         tree = TreePass(root)
         batch: list[FileDocument] = []
         pending: list[FileDocument] = []  # waiting for the indexers
-        hdf5_suffixes = self.registry.settings.hdf5_suffixes if self.registry else ()
+        hdf5_suffixes = frozenset(
+            s.lower() for s in (self.registry.settings.hdf5_suffixes if self.registry else ())
+        )
         build = self.documents.build
         refresh = self.refresh
         last_report = 0.0
@@ -147,8 +148,10 @@ class Scanner:
             cross_mounts=self.cross_mounts,
             opener=self._opener,
             result=tree,
+            probe_suffixes=hdf5_suffixes if self.registry is not None else None,
         )
         for part in parts:
+            signed = set(part.hdf5)
             for fs in part.files:
                 path, _, inode, _, _, _, _, size, mtime, ctime = fs
                 before = known.pop(path, None)
@@ -162,7 +165,9 @@ class Scanner:
                     previous = self.store.get(before.id)
                 if previous is not None:  # owner, group or mode: keep what was read
                     batch.append(keep_metadata(doc, previous))
-                elif self.registry is not None and wants_extraction(path, size, hdf5_suffixes):
+                elif self.registry is not None and (
+                    path in signed or os.path.splitext(path)[1].lower() in hdf5_suffixes
+                ):
                     pending.append(doc)
                     if len(pending) >= EXTRACT_BATCH:
                         batch.extend(self._extract(pending, stats))

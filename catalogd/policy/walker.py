@@ -121,6 +121,9 @@ class AuditPart:
     unlisted: list[str] = field(default_factory=list)
     #: With ``collect``: why those directories could not be listed.
     errors: list[str] = field(default_factory=list)
+    #: With ``probe_suffixes``: the files without such a suffix that carry the HDF5
+    #: signature (read by the walking process, so the caller opens no file to decide).
+    hdf5: list[str] = field(default_factory=list)
 
     def merge(self, other: AuditPart) -> None:
         self.entries += other.entries
@@ -131,6 +134,7 @@ class AuditPart:
         self.others += other.others
         self.unlisted.extend(other.unlisted)
         self.errors.extend(other.errors)
+        self.hdf5.extend(other.hdf5)
 
 
 def read_facts(
@@ -190,7 +194,10 @@ class TreeAuditor:
         relative_xattrs: bool = False,
         collect: bool = False,
         check: bool = True,
+        probe_suffixes: frozenset[str] | None = None,
     ) -> None:
+        #: Look for the HDF5 signature in collected files without one of these suffixes.
+        self.probe_suffixes = probe_suffixes
         self.policy = policy
         #: Keep the stat facts of files and the directories (the scan, the reconcile).
         self.collect = collect
@@ -376,7 +383,32 @@ class TreeAuditor:
         stack = list(stack)
         while stack and (budget is None or part.entries < budget):
             stack.extend(self.list_dir(stack.pop(), part))
+        if self.probe_suffixes is not None:
+            self.probe(part)
         return part, stack
+
+    def probe(self, part: AuditPart) -> None:
+        """Note in ``part.hdf5`` the collected files that carry the HDF5 signature."""
+        from indexers.base import HDF5_SIGNATURE, find_hdf5_signature
+
+        suffixes = self.probe_suffixes or frozenset()
+        least = len(HDF5_SIGNATURE)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+        for fs in part.files:
+            path, size = fs[0], fs[7]
+            if size < least or os.path.splitext(path)[1].lower() in suffixes:
+                continue
+            try:
+                fd = os.open(path, flags)
+            except OSError:
+                continue  # unreadable: left to its stat facts
+            try:
+                if find_hdf5_signature(fd, size) is not None:
+                    part.hdf5.append(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _unreadable(self, part: AuditPart, directory: str, exc: OSError) -> None:
         if exc.filename is None:
@@ -437,6 +469,8 @@ def iter_tree(
             following.extend(auditor.list_dir(directory, top))
         frontier = following
         depth += 1
+    if auditor.probe_suffixes is not None:
+        auditor.probe(top)
     yield top
     if not parallel or len(frontier) <= 1:
         while frontier and not (stop is not None and stop.is_set()):
