@@ -525,6 +525,7 @@ def run_workers(store_url: str, args: argparse.Namespace, world: World) -> dict[
     throughput: dict[int, list[float]] = defaultdict(list)
     for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
         with api_server(store_url, world.directory_file, workers) as (url, pid):
+            client_cpu = time.process_time()
             recorder = asyncio.run(
                 load(
                     url,
@@ -537,9 +538,15 @@ def run_workers(store_url: str, args: argparse.Namespace, world: World) -> dict[
                     0.0,
                 )
             )
+            client_cpu = time.process_time() - client_cpu
         name = f"sqlite, {workers} worker{'s' if workers > 1 else ''}, closed loop"
         report(name, recorder, args.duration)
         searches = sum(len(v) for v in recorder.latencies.values())
+        print(
+            f"CPUs busy: API server {recorder.server_cpu_s / args.duration:.2f}, "
+            f"load generator {client_cpu / (args.warmup + args.duration):.2f}, "
+            f"of {os.cpu_count()} (the rest: the machine's other load)"
+        )
         throughput[workers].append(searches / args.duration)
     return throughput
 
