@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,7 +35,9 @@ STOP_TIMEOUT_S = 60.0
 class Node:
     """A running node: its URL, and the directory with its data and logs."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str | None = None) -> None:
+        #: The distribution's version (None: scripts/elasticsearch.sh's default).
+        self.version = version
         self.run_dir = tempfile.mkdtemp(prefix="catalogd-es-")
         self.url = self._start({})
         self._names = itertools.count()
@@ -46,7 +49,7 @@ class Node:
             text=True,
             timeout=START_TIMEOUT_S,
             check=False,
-            env={**os.environ, **env},
+            env={**os.environ, **self._version_env(), **env},
         )
         if started.returncode != 0:
             self.stop()
@@ -54,6 +57,16 @@ class Node:
                 f"scripts/elasticsearch.sh could not start Elasticsearch:\n{started.stderr}"
             )
         return started.stdout.strip().splitlines()[-1]
+
+    def _version_env(self) -> dict[str, str]:
+        return {} if self.version is None else {"CATALOGD_ES_VERSION": self.version}
+
+    def server_version(self) -> str:
+        """The version the running node reports (``GET /_cat/nodes``: a plain ``GET /``
+        answers 405 in the 9.5 integ-test distribution, so nothing relies on it)."""
+        with Elasticsearch(self.url) as client:
+            nodes: Any = client.cat.nodes(h="version", format="json").body
+        return str(nodes[0]["version"])
 
     def halt(self) -> None:
         """Stop the node's process (SIGTERM, then SIGKILL), keeping its data: an outage.
