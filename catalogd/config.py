@@ -341,7 +341,9 @@ class ApiSettings(Section):
 class ScanSettings(Section):
     """``[scan]``: the tree walk."""
 
-    workers: int = Field(default=4, ge=1, le=64, description="Threads walking directories.")
+    workers: int = Field(
+        default=4, ge=1, le=64, description="Processes walking the tree (at most the CPUs)."
+    )
     batch_size: int = Field(default=500, ge=1, le=100_000, description="Documents per write.")
     cross_mounts: bool = False
 
