@@ -313,10 +313,19 @@ def serve_workers(
     worker gets its directory from ``directory_factory`` (called in the worker; it must
     be picklable: a module-level function or a partial of one)."""
     from api.throttle import SharedLoginThrottle
+    from api.web.session import load_key
 
     runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
     private = Path(tempfile.mkdtemp(prefix="catalogd-api-", dir=runtime))  # mode 0700
     throttle_path = private / "failed-logins.sqlite"
+    if settings.api.session_key_file is None:
+        # One signing key for the web pages' login cookie in every worker (else a login
+        # would hold only on the worker that made it), written before any worker starts.
+        key_file = private / "web-session.key"
+        load_key(key_file)
+        settings = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"session_key_file": key_file})}
+        )
     notifier = Notifier.from_environ()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     try:

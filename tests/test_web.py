@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +76,7 @@ def server(tmp_path: Path, slapd: SlapdNode) -> Iterator[Server]:
         f'[store]\nurl = "sqlite:///{tmp_path}/catalog.db"\n\n'
         f'[ldap]\nurl = "{ldap.url}"\nbind_dn = "{ldap.bind_dn}"\n'
         f'bind_password = "{slapd.bind_password}"\nuser_base = "{ldap.user_base}"\n'
-        f'group_base = "{ldap.group_base}"\nschema = "{LAYOUT}"\n\n'
-        f'[api]\nsession_key_file = "{tmp_path}/web-session.key"\n',
+        f'group_base = "{ldap.group_base}"\nschema = "{LAYOUT}"\n',
         encoding="utf-8",
     )
     port = free_port()
@@ -84,7 +84,8 @@ def server(tmp_path: Path, slapd: SlapdNode) -> Iterator[Server]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*CATALOGD, "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
-            env=environment(),  # two workers: a login made on one holds on the other
+            env=environment(),  # two workers, no session_key_file: a login made on one
+            # holds on the other (the supervisor gives both one key)
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -260,3 +261,26 @@ def test_a_wrong_password_shows_the_form_again(
     assert browser.find_element(By.ID, "login-error").text == "Wrong user name or password."
     assert browser.get_cookie("catalogd_session") is None
     screenshot(browser, tmp_path, "login-failed")
+
+
+def test_a_login_holds_on_every_worker_without_a_key_file(server: Server) -> None:
+    """The server runs two workers and no ``[api] session_key_file``: the session cookie
+    one worker signed is accepted by the other (the supervisor gives both one key). Each
+    request goes on a connection of its own, so both workers answer."""
+    with httpx.Client(base_url=server.base, timeout=30.0) as first:
+        token = first.get("/ui/login").text.split('name="csrf" value="', 1)[1].split('"')[0]
+        form = {"csrf": token, "username": "alice", "password": "alice-pw"}
+        logged_in = first.post("/ui/login", data=form, headers={"Origin": server.base})
+        assert logged_in.status_code == 303, logged_in.text  # to the search page
+        assert "/ui/login" not in logged_in.headers["location"]
+        cookies = dict(first.cookies)
+
+    def search_page(_: int) -> tuple[str, int]:
+        with httpx.Client(base_url=server.base, timeout=30.0, cookies=cookies) as fresh:
+            page = fresh.get("/ui/search", follow_redirects=False)
+            return page.headers["X-Catalogd-Worker"], page.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        answered = list(pool.map(search_page, range(24)))
+    assert len({pid for pid, _ in answered}) == 2, answered  # both workers answered
+    assert {status for _, status in answered} == {200}, answered  # logged in on both
