@@ -45,6 +45,7 @@ class ClusterNode(Node):
         self, name: str, http_port: int, transport_port: int, seeds: str, masters: str
     ) -> None:
         self.name = name
+        self.version = None  # scripts/elasticsearch.sh's default
         self.run_dir = tempfile.mkdtemp(prefix=f"catalogd-es-{name}-")
         self.url = f"http://127.0.0.1:{http_port}"
         self._names = itertools.count()
