@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from catalogd.document import FileDocument
-from catalogd.errors import UsageError, describe_os_error
+from catalogd.errors import StoreError, UsageError, describe_os_error
 from catalogd.identity import NameCache
 from catalogd.layout import LayoutConfig, normalise_root
 from catalogd.pipeline import (
@@ -130,8 +130,16 @@ class Scanner:
             os.lstat(root)
         except OSError as exc:
             raise UsageError(f"cannot scan {describe_os_error(exc)}") from None
-        self.store.flush()
-        known = {fp.path: fp for fp in self.store.fingerprints(path_prefix=root)}
+        outage: StoreError | None = None
+        try:
+            self.store.flush()
+            known = {fp.path: fp for fp in self.store.fingerprints(path_prefix=root)}
+        except StoreError as exc:
+            outage = exc
+            # The store cannot be read (an outage): every file is written, so the spool
+            # keeps the whole pass for the next scan; the error ends the scan after it.
+            log.warning("cannot read what the store holds (%s): writing every file", exc)
+            known = {}
         tree = TreePass(root)
         batch: list[FileDocument] = []
         pending: list[FileDocument] = []  # waiting for the indexers
@@ -204,6 +212,8 @@ class Scanner:
         stats.finished = time.monotonic()
         if progress is not None:
             progress(stats)
+        if outage is not None:  # the pass is in the spool; nothing was deleted
+            raise outage
         return stats
 
     def _put(self, batch: list[FileDocument], stats: ScanStats) -> None:
