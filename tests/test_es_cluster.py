@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -238,7 +237,4 @@ def store(healthy_cluster: Cluster) -> Iterator[Store]:
         healthy_cluster.drop(prefix)
 
 
-catalogue = contract.catalogue
-for _name, _test in vars(contract).items():
-    if _name.startswith("test_") and "store" in inspect.signature(_test).parameters:
-        globals()[f"{_name}_on_the_cluster"] = _test
+globals().update(contract.contract_tests("on_the_cluster"))

@@ -7,7 +7,6 @@ default version); here a 9.3.2 node of its own runs the whole store contract sui
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -54,7 +53,4 @@ def store(second_node: Node) -> Iterator[Store]:
         second_node.drop(prefix)
 
 
-catalogue = contract.catalogue
-for _name, _test in vars(contract).items():
-    if _name.startswith("test_") and "store" in inspect.signature(_test).parameters:
-        globals()[f"{_name}_on_{SECOND_VERSION.replace('.', '_')}"] = _test
+globals().update(contract.contract_tests(f"on_{SECOND_VERSION.replace('.', '_')}"))

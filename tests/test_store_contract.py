@@ -5,6 +5,7 @@ Add a backend by adding its name to STORE_KINDS and a branch to open_store_kind.
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from collections.abc import Iterator
@@ -1013,3 +1014,15 @@ def test_an_embargo_date_must_be_an_iso_date(value: str) -> None:
 
 def test_an_embargo_date_is_normalised() -> None:
     assert SearchQuery(public_before="20190101").public_before == "2019-01-01"
+
+
+def contract_tests(suffix: str) -> dict[str, Any]:
+    """This suite's tests of a ``store``, renamed ``<name>_<suffix>``, with the
+    ``catalogue`` fixture: a module that defines its own ``store`` fixture adds them to
+    its globals to run the whole contract on another store (a cluster, another version)."""
+    tests: dict[str, Any] = {
+        f"{name}_{suffix}": test
+        for name, test in list(globals().items())
+        if name.startswith("test_") and "store" in inspect.signature(test).parameters
+    }
+    return {"catalogue": catalogue, **tests}
