@@ -35,6 +35,9 @@ Kind = Literal["nexus", "hdf5", "other"]
 #: Longest free-text query and filter value accepted.
 MAX_QUERY_LENGTH = 1000
 MAX_PATH_LENGTH = 4096
+#: Text parameters may hold anything but NUL (refused by ``SearchParams._printable`` with
+#: its own message); the pattern says so in the OpenAPI description.
+NO_NUL = {"pattern": r"^[^\x00]*$"}
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -46,18 +49,19 @@ class SearchParams(BaseModel):
     q: str | None = Field(
         default=None,
         max_length=MAX_QUERY_LENGTH,
+        json_schema_extra=NO_NUL,
         description="Free text: every term must occur (partial words match, any case) in "
         "a file's name, path, proposal, titles or samples.",
     )
-    beamline: str | None = Field(default=None, max_length=255)
-    proposal: str | None = Field(default=None, max_length=255)
-    visit: str | None = Field(default=None, max_length=255)
-    user_type: str | None = Field(default=None, max_length=255)
+    beamline: str | None = Field(default=None, max_length=255, json_schema_extra=NO_NUL)
+    proposal: str | None = Field(default=None, max_length=255, json_schema_extra=NO_NUL)
+    visit: str | None = Field(default=None, max_length=255, json_schema_extra=NO_NUL)
+    user_type: str | None = Field(default=None, max_length=255, json_schema_extra=NO_NUL)
     kind: Kind | None = None
     path_prefix: str | None = Field(
         default=None,
         max_length=MAX_PATH_LENGTH,
-        pattern=r"^/",
+        pattern=r"^/[^\x00]*$",
         description="Only files at or below this absolute directory (or this file).",
     )
     start_from: str | None = Field(
