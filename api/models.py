@@ -15,6 +15,7 @@ import stat
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from catalogd.document import FileDocument, display_path, to_json
 from catalogd.store.base import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -37,7 +38,7 @@ MAX_QUERY_LENGTH = 1000
 MAX_PATH_LENGTH = 4096
 #: Text parameters may hold anything but NUL (refused by ``SearchParams._printable`` with
 #: its own message); the pattern says so in the OpenAPI description.
-NO_NUL = {"pattern": r"^[^\x00]*$"}
+NO_NUL: JsonDict = {"pattern": r"^[^\x00]*$"}
 
 
 # -- requests -------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ queries of four kinds: free text, beamline + proposal filter, a caller's groups 
 facets, a subtree), and bytes on disk per document (SQLite: the database and its WAL;
 Elasticsearch: the primary store of the files index after a flush). At the largest
 size it times ``catalogd reindex`` (the alias swap) on Elasticsearch. With
-``--rss-dirs N`` it also measures the memory of ``catalogd run`` watching a tree of N
-directories with inotify (VmRSS and VmHWM once the reconcile at start is done).
+``--rss-dirs N[,N...]`` it also measures the memory of ``catalogd run`` watching trees of N
+directories with inotify (VmRSS and VmHWM once the reconcile at start is done, and the
+RSS of its child processes).
 
 The corpus: each document is built by catalogd's own document builder
 (catalogd.document.DocumentBuilder: the layout classification, access groups, name
@@ -29,6 +30,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -259,6 +261,63 @@ def grow(
     return rows
 
 
+# -- several daemons writing one alias at once --------------------------------------------
+def _writer(url: str, lo: int, hi: int, batch: int, ready: Any, go: Any) -> None:
+    """One daemon's share: documents ``lo`` .. ``hi`` (their own paths, so their own
+    subtree), built before the clock starts and put in ``batch``-document bulks."""
+    corpus = Corpus(template_result(Path(tempfile.mkdtemp(prefix="catalogd-bench-w-"))))
+    docs = [corpus.doc(i) for i in range(lo, hi)]
+    store = ElasticsearchStore.from_url(url)
+    ready.release()
+    go.wait()
+    for start in range(0, len(docs), batch):
+        store.put(docs[start : start + batch])
+    store.flush()
+    store.close()
+
+
+def parallel_ingest(url: str, writers: int, total: int, batch: int) -> dict[str, Any]:
+    """``writers`` processes (one per daemon) writing ``total`` documents between them
+    into one alias at the same time; the aggregate ingest rate."""
+    prefix = f"benchscale-w{writers}-{os.getpid()}"
+    store = ElasticsearchStore.from_url(f"{url}?index={prefix}")  # the indices, made once
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Semaphore(0)
+    go = ctx.Event()
+    share = total // writers
+    procs = [
+        ctx.Process(
+            target=_writer,
+            args=(f"{url}?index={prefix}", k * share, (k + 1) * share, batch, ready, go),
+        )
+        for k in range(writers)
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        for _ in procs:
+            ready.acquire()
+        started = time.perf_counter()
+        go.set()
+        for proc in procs:
+            proc.join()
+        elapsed = time.perf_counter() - started
+        if any(proc.exitcode != 0 for proc in procs):
+            sys.exit(f"a writer failed: {[proc.exitcode for proc in procs]}")
+        store.flush()
+        written = store.count()
+        assert written == share * writers, (written, share * writers)
+        return {
+            "writers": writers,
+            "docs": written,
+            "elapsed_s": round(elapsed, 1),
+            "ingest_docs_per_s_total": round(written / elapsed),
+        }
+    finally:
+        drop_indices(store, prefix)
+        store.close()
+
+
 # -- memory of a daemon watching many directories ------------------------------------------
 def build_dirs(root: Path, directories: int) -> int:
     """A /data tree of about ``directories`` directories: visits with raw/ and process/
@@ -293,6 +352,26 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (extraction workers and the like), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
 def daemon_memory(directories: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="catalogd-bench-rss-"))
     try:
@@ -323,6 +402,7 @@ def daemon_memory(directories: int) -> dict[str, Any]:
             ready_s = time.perf_counter() - started
             time.sleep(2.0)
             mem = proc_status(proc.pid)
+            children = [proc_status(child) for child in descendants(proc.pid)]
         finally:
             proc.terminate()
             proc.wait(60)
@@ -333,6 +413,8 @@ def daemon_memory(directories: int) -> dict[str, Any]:
             "ready_s": round(ready_s, 1),
             "rss_mib": round(mem["VmRSS"] / 1024, 1),
             "peak_rss_mib": round(mem["VmHWM"] / 1024, 1),
+            "child_processes": len(children),
+            "children_rss_mib": round(sum(c.get("VmRSS", 0) for c in children) / 1024, 1),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -346,7 +428,21 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000, help="documents per put")
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--no-reindex", action="store_true")
-    parser.add_argument("--rss-dirs", type=int, default=0, help="also measure catalogd run RSS")
+    parser.add_argument(
+        "--rss-dirs",
+        default="",
+        metavar="N[,N...]",
+        help="also measure catalogd run RSS watching trees of N directories",
+    )
+    parser.add_argument(
+        "--writers",
+        default="",
+        metavar="N[,N...]",
+        help="also time N processes writing one Elasticsearch alias at once (several daemons)",
+    )
+    parser.add_argument(
+        "--writer-docs", type=int, default=100_000, help="documents the writers share"
+    )
     args = parser.parse_args()
     sizes = [n for n in (10_000, 100_000, 1_000_000, 10_000_000) if n <= args.max]
     if not sizes or sizes[-1] != args.max:
@@ -392,8 +488,12 @@ def main() -> int:
                     ),
                     flush=True,
                 )
-        if args.rss_dirs:
-            print(json.dumps({"catalogd_run_memory": daemon_memory(args.rss_dirs)}), flush=True)
+            if "es" in kinds:
+                for writers in [int(n) for n in args.writers.split(",") if n.strip()]:
+                    row = parallel_ingest(url, writers, args.writer_docs, args.batch)
+                    print(json.dumps({"parallel_ingest": row}), flush=True)
+        for directories in [int(n) for n in args.rss_dirs.split(",") if n.strip()]:
+            print(json.dumps({"catalogd_run_memory": daemon_memory(directories)}), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     by_store: dict[str, list[dict[str, Any]]] = {}
