@@ -14,12 +14,10 @@ A cluster that cannot be formed fails the tests that need it: they are never ski
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +28,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from es_node import STOP_TIMEOUT_S, Node
 from ops_daemon import free_port
+from session_resource import SessionResource
 
 #: Heap per node: three nodes of 384 MiB hold the tests' indices with room to spare.
 HEAP = "384m"
@@ -187,33 +186,10 @@ class Cluster:
             list(pool.map(lambda node: node.stop(), self.nodes))
 
 
-_lock = threading.Lock()
-_cluster: Cluster | None = None
-_failure: str | None = None
-
-
-def shared_cluster() -> Cluster:
-    """The session's cluster, formed on first use (and stopped at exit at the latest)."""
-    global _cluster, _failure
-    with _lock:
-        if _failure is not None:
-            raise RuntimeError(_failure)
-        if _cluster is None:
-            try:
-                _cluster = Cluster()
-            except (RuntimeError, OSError) as exc:
-                _failure = str(exc)
-                raise
-            atexit.register(stop_shared_cluster)
-        return _cluster
-
-
-def stop_shared_cluster() -> None:
-    global _cluster
-    with _lock:
-        if _cluster is not None:
-            _cluster.stop()
-            _cluster = None
+_shared = SessionResource(Cluster)
+#: The session's cluster, formed on first use (and stopped at exit at the latest).
+shared_cluster = _shared.get
+stop_shared_cluster = _shared.stop
 
 
 @pytest.fixture(scope="session")

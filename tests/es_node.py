@@ -8,13 +8,11 @@ started fails the tests that need it: they are never skipped.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import os
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from elasticsearch import Elasticsearch, NotFoundError
+from session_resource import SessionResource
 
 from catalogd.store.elasticsearch import ElasticsearchStore
 
@@ -121,33 +120,10 @@ class Node:
         )
 
 
-_lock = threading.Lock()
-_node: Node | None = None
-_failure: str | None = None
-
-
-def shared_node() -> Node:
-    """The session's node, started on first use (and stopped at exit at the latest)."""
-    global _node, _failure
-    with _lock:
-        if _failure is not None:
-            raise RuntimeError(_failure)
-        if _node is None:
-            try:
-                _node = Node()
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                _failure = str(exc)
-                raise
-            atexit.register(stop_shared_node)
-        return _node
-
-
-def stop_shared_node() -> None:
-    global _node
-    with _lock:
-        if _node is not None:
-            _node.stop()
-            _node = None
+_shared = SessionResource(Node)
+#: The session's node, started on first use (and stopped at exit at the latest).
+shared_node = _shared.get
+stop_shared_node = _shared.stop
 
 
 @pytest.fixture
