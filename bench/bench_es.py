@@ -28,42 +28,20 @@ import argparse
 import hashlib
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
+
+from search_node import search_node
 
 from catalogd.document import FileDocument
 from catalogd.store import elasticsearch as es_module
 from catalogd.store.base import SearchQuery
 from catalogd.store.elasticsearch import ElasticsearchStore
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
 BOUND_P99_S = 2.0
 SAMPLES = ("lysozyme", "thaumatin", "insulin", "proteinase K", "ferritin", "glucose isomerase")
-
-
-@contextmanager
-def node(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    run_dir = tempfile.mkdtemp(prefix="catalogd-bench-es-")
-    print("starting Elasticsearch (scripts/elasticsearch.sh) ...", file=sys.stderr)
-    started = subprocess.run(
-        [str(SCRIPT), "start", run_dir], capture_output=True, text=True, check=False
-    )
-    if started.returncode != 0:
-        sys.exit(f"cannot start Elasticsearch:\n{started.stderr}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(SCRIPT), "stop", run_dir], capture_output=True, check=False)
 
 
 def make_doc(i: int, tag: str = "") -> FileDocument:
@@ -251,7 +229,7 @@ def main() -> int:
     docs = [make_doc(i) for i in range(max(args.docs, 1))]
     batches = [int(b) for b in args.batches.split(",")]
 
-    with node(args.store) as url:
+    with search_node(args.store) as url:
         print(f"Elasticsearch at {url}; {len(docs):,} documents")
         if not args.store:  # a node just started: warm its JIT and caches first
             bench_bulk(url, docs[:5000], [es_module.BULK_BATCH_DOCS], quiet=True)

@@ -44,6 +44,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from search_node import search_node
 
 from catalogd.document import DocumentBuilder, FileDocument
 from catalogd.identity import NameCache
@@ -55,7 +56,6 @@ from indexers.base import ExtractResult
 from indexers.registry import Registry
 from indexers.settings import IndexerSettings
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
 CATALOGD = [sys.executable, "-c", "import sys; from catalogd.cli import main; sys.exit(main())"]
 USER_TYPES = ("visitor", "visitor", "visitor", "staff", "proprietary")
 BEAMLINES = tuple(f"bl{i:02d}" for i in range(20))
@@ -192,28 +192,6 @@ def drop_indices(store: ElasticsearchStore, prefix: str) -> None:
     names = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
     if names:
         client.indices.delete(index=",".join(names))
-
-
-@contextlib.contextmanager
-def es_node(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    run_dir = tempfile.mkdtemp(prefix="catalogd-bench-scale-")
-    print("starting Elasticsearch (scripts/elasticsearch.sh) ...", file=sys.stderr)
-    started = subprocess.run(
-        [str(SCRIPT), "start", run_dir],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "CATALOGD_ES_HEAP": os.environ.get("CATALOGD_ES_HEAP", "1g")},
-    )
-    if started.returncode != 0:
-        sys.exit(f"cannot start Elasticsearch:\n{started.stderr}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(SCRIPT), "stop", run_dir], capture_output=True, check=False)
 
 
 def grow(
@@ -466,7 +444,7 @@ def main() -> int:
                 stores["sqlite"] = (sqlite_store, lambda: sqlite_bytes(db))
             es_store: ElasticsearchStore | None = None
             if "es" in kinds:
-                url = stack.enter_context(es_node(args.store))
+                url = stack.enter_context(search_node(args.store, heap="1g"))
                 prefix = f"benchscale-{os.getpid()}"
                 es_store = ElasticsearchStore.from_url(f"{url}?index={prefix}")
                 stack.callback(drop_indices, es_store, prefix)  # after close (LIFO)
