@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPBasic, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -75,3 +76,26 @@ def current_principal(
 
 Caller = Annotated[Principal, Depends(current_principal)]
 Context = Annotated[ApiContext, Depends(context)]
+
+
+def single_valued_query(request: Request) -> None:
+    """Every query parameter the API describes takes one value: one given more than once
+    (``?q=a&q=b``) is refused with 422, not silently read as its last value."""
+    params = request.query_params
+    repeated = sorted({name for name in params if len(params.getlist(name)) > 1})
+    if repeated:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "repeated_parameter",
+                    "loc": ("query", name),
+                    "msg": "given more than once; it takes one value",
+                    "input": params.getlist(name),
+                }
+                for name in repeated
+            ]
+        )
+
+
+#: For the routers of ``/api/v1``: see :func:`single_valued_query`.
+SINGLE_VALUED = [Depends(single_valued_query)]

@@ -17,14 +17,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from api.context import ApiContext
-from api.deps import Caller, Context
+from api.deps import SINGLE_VALUED, Caller, Context
 from api.models import ErrorBody, FileItem, SearchParams, SearchResponse
 from api.principal import Principal
 from catalogd.document import FileDocument, display_path
 from catalogd.errors import UsageError
 from catalogd.store.base import DEFAULT_FACETS, SearchQuery
 
-router = APIRouter(prefix="/api/v1", tags=["catalogue"])
+router = APIRouter(prefix="/api/v1", tags=["catalogue"], dependencies=SINGLE_VALUED)
 
 #: What a document id looks like (catalogd.document.document_id: 16 bytes, hex).
 DOC_ID = re.compile(r"[0-9a-f]{32}")

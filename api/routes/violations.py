@@ -13,14 +13,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from api.deps import Caller, Context
+from api.deps import SINGLE_VALUED, Caller, Context
 from api.models import ErrorBody, ViolationItem, ViolationParams, ViolationsResponse
 from api.routes.catalogue import COMMON_ERRORS
 from catalogd.report import FIELDS, HISTORY_FIELDS, record
 from catalogd.report.csvfile import write_csv
 from catalogd.violations import ViolationState
 
-router = APIRouter(prefix="/api/v1", tags=["violations"])
+router = APIRouter(prefix="/api/v1", tags=["violations"], dependencies=SINGLE_VALUED)
 
 FORBIDDEN = "auditors only"
 
