@@ -13,7 +13,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from es_node import Node, client, es, es_node, prefix
 from ops_daemon import CATALOGD
-from test_store_contract import make_doc
+from test_store_contract import entry, make_doc
 
 from catalogd.document import FileDocument
 from catalogd.errors import StoreError
@@ -23,7 +23,14 @@ from catalogd.store.base import SearchQuery
 from catalogd.store.elasticsearch import ElasticsearchStore
 from catalogd.store.es_errors import SchemaOutdated
 from catalogd.store.es_reindex import reindex
-from catalogd.store.es_schema import SCHEMA_VERSION, added_since, doc_source
+from catalogd.store.es_schema import (
+    FILES_MAPPING,
+    SCHEMA_VERSION,
+    added_since,
+    doc_source,
+    files_alias,
+    versioned,
+)
 
 __all__ = ["client", "es", "es_node", "prefix"]  # fixtures used below
 
@@ -149,7 +156,7 @@ def test_an_outdated_index_says_run_reindex_and_reindex_applies_the_mapping(
     client.indices.put_mapping(index=index, meta={"schema_version": 0})
     stale = doc(99)
     source = doc_source(stale)
-    source["search"] = []
+    source["search"] = source["search_suffixes"] = []
     client.index(index=index, id=stale.id, document=source, refresh=True)
     url = es_node.store_url(prefix)
     with pytest.raises(SchemaOutdated, match="run `catalogd reindex --store"):
@@ -167,6 +174,43 @@ def test_an_outdated_index_says_run_reindex_and_reindex_applies_the_mapping(
     (now,) = behind_alias(client, f"{prefix}-files")
     assert now != index and client.indices.exists(index=index)
     client.index(index=index, id="x", document={"id": "x"})  # kept, and writable again
+
+
+def test_a_version_2_index_is_refused_until_reindex_gives_it_the_free_text_suffixes(
+    es_node: Node, prefix: str, client: Elasticsearch
+) -> None:
+    # An index as catalogd wrote it with mapping version 2: no suffix fields, free text
+    # only in the ``search`` lines (matched by wildcard queries then).
+    alias = files_alias(prefix)
+    new_fields = {"search_suffixes", "search_overflow"}
+    v2 = {k: v for k, v in FILES_MAPPING.items() if k != "_source"}
+    v2["properties"] = {k: v for k, v in FILES_MAPPING["properties"].items() if k not in new_fields}
+    v2["_meta"] = {"schema_version": 2}
+    client.indices.create(index=versioned(alias, 2), mappings=v2, aliases={alias: {}})
+    docs = [doc(i) for i in range(20)] + [
+        make_doc(f"{P}/Lysozyme-{i}.nxs", entries=(entry(title=f"Run {i} HEWL"),)) for i in range(3)
+    ]
+    operations: list[dict[str, object]] = []
+    for d in docs:
+        source = {k: v for k, v in doc_source(d).items() if k not in new_fields}
+        operations += [{"index": {"_id": d.id}}, source]
+    assert not client.bulk(index=alias, operations=operations, refresh=True)["errors"]
+    url = es_node.store_url(prefix)
+    with pytest.raises(SchemaOutdated, match="version 2 and this catalogd uses version 3"):
+        ElasticsearchStore.from_url(url)  # no search runs on the old fields
+    with ElasticsearchStore.from_url(url, check_version=False) as store:
+        result = reindex(store)
+    assert (result.source, result.target, result.copied) == (
+        versioned(alias, 2), versioned(alias, 3), 23
+    )  # fmt: skip
+    with ElasticsearchStore.from_url(url) as store:
+        assert store.index_version() == (versioned(alias, 3), 3)
+        assert store.search(SearchQuery(text="scan000")).total == 20
+        assert {d.name for d in store.search(SearchQuery(text="ZYME-1 hewl")).items} == {
+            "Lysozyme-1.nxs"
+        }
+    by_suffix = client.count(index=alias, query={"prefix": {"search_suffixes": "zyme-"}})
+    assert by_suffix["count"] == 3  # the new field holds the reindexed documents' text
 
 
 def test_an_index_without_a_version_is_version_one(

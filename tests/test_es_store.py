@@ -22,11 +22,18 @@ from hypothesis import strategies as st
 from test_store_contract import P1, entry, make_doc, put, random_docs, random_queries
 
 from catalogd.errors import StoreError, StoreUnavailable, UsageError
-from catalogd.store import open_store
+from catalogd.store import es_query, open_store
 from catalogd.store.base import SearchQuery
 from catalogd.store.elasticsearch import ElasticsearchStore, parse_url
 from catalogd.store.es_errors import ERROR_MAP, translate
-from catalogd.store.es_schema import SCHEMA_VERSION, search_values
+from catalogd.store.es_schema import (
+    SCHEMA_VERSION,
+    SUFFIX_MAX_BYTES,
+    SUFFIX_MAX_COUNT,
+    fts_key,
+    search_suffixes,
+    search_values,
+)
 from catalogd.store.memory import MemoryStore
 
 __all__ = ["client", "es", "es_node", "prefix"]  # fixtures used below
@@ -119,6 +126,38 @@ def test_long_lines_are_cut_into_overlapping_chunks() -> None:
     assert all(len(v.encode()) <= 8000 for v in values) and len(values) > 2
     needle = line.lower()[9_990:11_990]
     assert any(needle in v for v in values)
+
+
+def test_free_text_keeps_each_words_suffixes_cut_and_bounded() -> None:
+    assert search_suffixes("Ab-c\ndÉ  x") == ["ab-c", "b-c", "-c", "c", fts_key("dé"),
+                                             fts_key("é"), "x"]  # fmt: skip
+    assert search_suffixes("aa a") == ["aa", "a"]  # each value once
+    long_word = "".join(chr(0x3B1 + i % 20) for i in range(300))  # 2 bytes per character
+    values = search_suffixes(long_word)
+    assert values is not None and max(map(len, values)) == SUFFIX_MAX_BYTES
+    assert len(values) == 20 + 31  # 20 distinct of 32 characters, then the last 31 starts
+    assert all(not "\x80" <= v[0] <= "\xbf" for v in values)  # never inside a character
+    words = " ".join(f"{i:06d}" for i in range(SUFFIX_MAX_COUNT))  # and their suffixes
+    assert search_suffixes(words) is None  # over the cap: the lines instead
+    assert search_suffixes("x" * 1_000_000) == ["x" * n for n in range(SUFFIX_MAX_BYTES, 0, -1)]
+
+
+def test_free_text_is_a_prefix_query_not_a_wildcard_over_every_line() -> None:
+    (short,) = es_query.text_filters(("Scan_00",))
+    should = short["bool"]["should"]
+    assert should[0] == {"prefix": {"search_suffixes": "scan_00"}}
+    assert set(should[1]["wildcard"]) == {"search_overflow"}  # too large for suffixes
+    (long,) = es_query.text_filters(("x" * (SUFFIX_MAX_BYTES + 1),))
+    assert set(long["wildcard"]) == {"search"}  # longer than a suffix keeps: the lines
+
+
+def test_free_text_fields_are_not_stored_twice(
+    es: ElasticsearchStore, client: Elasticsearch, prefix: str
+) -> None:
+    put(es, [make_doc(f"{P1}/raw/a.nxs", entries=(entry(title="Lysozyme"),))])
+    (hit,) = client.search(index=f"{prefix}-files")["hits"]["hits"]
+    assert "doc" in hit["_source"] and not {"search", "search_suffixes"} & set(hit["_source"])
+    assert es.search(SearchQuery(text="SOZY")).total == 1
 
 
 # -- writes ---------------------------------------------------------------------------------

@@ -475,6 +475,63 @@ def test_text_search_is_case_insensitive_beyond_ascii(store: Store) -> None:
     assert found(store, "\x00nu") == {"c.h5"}
 
 
+def test_text_search_finds_substrings_across_punctuation_and_words(store: Store) -> None:
+    title = "Lysozyme-P43212, 100K (run #7) co-crystal/ligand.soak"
+    docs = [
+        make_doc(f"{P1}/raw/a.h5", entries=(entry(title=title, sample="HEWL  in\tNaCl"),)),
+        make_doc(f"{P1}/raw/b.h5", entries=(entry(title="lysozyme alone"),)),
+    ]
+    put(store, docs)
+    assert found(store, "zyme-p4") == {"a.h5"}  # across punctuation, inside a word
+    assert found(store, "100K (run") == {"a.h5"}  # several terms, each with punctuation
+    assert found(store, "#7) co-cry") == {"a.h5"}
+    assert found(store, "crystal/ligand.so") == {"a.h5"}
+    assert found(store, "LYSOZYME") == {"a.h5", "b.h5"}
+    assert found(store, "nacl hewl") == {"a.h5"}  # any order, other fields
+    assert found(store, "in") == {"a.h5"}  # "in" and "ligand"; b has none
+    assert found(store, "zymea") == set()  # a substring of the text, not across a space
+    assert found(store, "alone lig") == set()  # every term must occur
+    assert found(store, "raw/a.h5") == {"a.h5"}  # the path is searched as well
+
+
+def test_text_search_finds_long_terms_exactly(store: Store) -> None:
+    """Terms of more bytes than an index keeps per suffix (64 in Elasticsearch's
+    search_suffixes), and of more than the 160 it looks up in one piece."""
+    word = "".join(f"segment{i:03d}_" for i in range(30))  # one word of 360 characters
+    other = word[:150] + "X" + word[151:]
+    docs = [
+        make_doc(f"{P1}/raw/a.h5", entries=(entry(title=f"pre {word} post"),)),
+        make_doc(f"{P1}/raw/b.h5", entries=(entry(title=other),)),
+        make_doc(f"{P1}/raw/c.h5", entries=(entry(title="Ünïcödé " * 5 + "Ω" * 70),)),
+    ]
+    put(store, docs)
+    assert found(store, word[5:75]) == {"a.h5", "b.h5"}  # 70 characters, both have it
+    assert found(store, word[100:200]) == {"a.h5"}  # 100 with the changed one: only a
+    assert found(store, word[:200].upper()) == {"a.h5"}
+    assert found(store, word) == {"a.h5"}
+    assert found(store, word + "!") == set()
+    assert found(store, "Ω" * 40) == {"c.h5"}  # 80 bytes of UTF-8
+    assert found(store, "ω" * 70) == {"c.h5"}
+    assert found(store, "ω" * 71) == set()
+    assert found(store, "ünïcödé") == {"c.h5"}
+
+
+def test_text_search_in_a_document_with_very_much_text(store: Store) -> None:
+    """A document with more words than an index keeps suffixes for (Elasticsearch keeps
+    4096 per document) is still found by every part of its text."""
+    words = " ".join(f"w{i:05d}x" for i in range(3000))  # 21,000 suffixes
+    docs = [
+        make_doc(f"{P1}/raw/big.h5", entries=(entry(title=words),)),
+        make_doc(f"{P1}/raw/small.h5", entries=(entry(title="w00001x"),)),
+    ]
+    put(store, docs)
+    assert found(store, "02999X") == {"big.h5"}
+    assert found(store, "w00001") == {"big.h5", "small.h5"}
+    assert found(store, "w00001x w02000") == {"big.h5"}
+    assert found(store, "x w0") == {"big.h5", "small.h5"}
+    assert found(store, "w03000") == set()
+
+
 def test_odd_queries_never_fail(store: Store, catalogue: list[FileDocument]) -> None:
     for text in ['"', "'", "\\", "*", "(", ")", "NEAR(a b", "a OR", "AND b", "{x}", ":",
                  "\ud800", "\udcff", "\x00", "a\x00b", "%%", "x" * 2000, '"' * 300]:  # fmt: skip

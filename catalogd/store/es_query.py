@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from catalogd.store.base import SearchQuery
-from catalogd.store.es_schema import fts_key, keyword, order_key, path_key
+from catalogd.store.es_schema import SUFFIX_MAX_BYTES, fts_key, keyword, order_key, path_key
 
 JSONDict = dict[str, Any]
 
@@ -90,27 +90,46 @@ def _wildcard_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
 
 
-def text_filters(terms: tuple[str, ...]) -> list[JSONDict]:
-    """Each term a substring of one line of the lower-cased search text.
+def _long_term_filters(key: str) -> list[JSONDict]:
+    """A term of more than SUFFIX_MAX_BYTES (in fts_key) as substrings of ``search`` lines.
 
     Lucene builds an automaton for each ``*term*`` pattern, whose cost grows with the
-    square of the term's length for a repetitive term; past MAX_EXACT_TERM characters of
-    fts_key, a term is looked up as overlapping pieces of that length, each of which must
-    occur (a superset: found as well are lines holding the pieces but not the whole).
+    square of the term's length for a repetitive term; past MAX_EXACT_TERM characters, a
+    term is looked up as overlapping pieces of that length, each of which must occur (a
+    superset: found as well are lines holding the pieces but not the whole).
     """
-    pieces: list[str] = []
-    for term in terms:
-        key = fts_key(term)
-        if len(key) <= MAX_EXACT_TERM:
-            pieces.append(key)
-            continue
+    if len(key) <= MAX_EXACT_TERM:
+        pieces = [key]
+    else:
         starts = [*range(0, len(key) - MAX_EXACT_TERM, MAX_EXACT_TERM // 2)]
-        for start in [*starts, len(key) - MAX_EXACT_TERM]:
-            pieces.append(key[start : start + MAX_EXACT_TERM])
+        pieces = [key[s : s + MAX_EXACT_TERM] for s in [*starts, len(key) - MAX_EXACT_TERM]]
     return [
         {"wildcard": {"search": {"value": "*" + _wildcard_escape(piece) + "*"}}}
         for piece in dict.fromkeys(pieces)
     ]
+
+
+def text_filters(terms: tuple[str, ...]) -> list[JSONDict]:
+    """Each term a substring of the lower-cased search text (as query.matches says).
+
+    A term (no whitespace: SearchQuery.terms splits on it) of up to SUFFIX_MAX_BYTES is
+    a ``prefix`` of a ``search_suffixes`` value (the suffixes of each word, see
+    es_schema.search_suffixes), or, in the few documents too large for suffixes, a
+    substring of a ``search_overflow`` line; a longer term is looked for in the lines of
+    ``search`` (see _long_term_filters).
+    """
+    clauses: list[JSONDict] = []
+    for key in dict.fromkeys(fts_key(term) for term in terms):
+        if len(key) > SUFFIX_MAX_BYTES:
+            clauses.extend(_long_term_filters(key))
+            continue
+        pattern = "*" + _wildcard_escape(key) + "*"
+        either = [
+            {"prefix": {"search_suffixes": key}},
+            {"wildcard": {"search_overflow": {"value": pattern}}},
+        ]
+        clauses.append({"bool": {"should": either, "minimum_should_match": 1}})
+    return clauses
 
 
 def filters(query: SearchQuery) -> list[JSONDict]:

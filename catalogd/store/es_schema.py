@@ -11,8 +11,13 @@ The mapping uses only what the server itself provides (no ``analysis-common``, n
 * filters are ``keyword`` fields; sort and range fields hold :func:`order_key` texts, whose
   order is that of Python's ``str`` (so cursors and ranges agree with the other stores);
 * subtree queries use ``ancestors``, the file's parent directories as exact bytes;
-* free text uses ``search``: the lower-cased search text, line by line, in the exact-byte
-  encoding of :func:`fts_key`, matched by ``wildcard`` queries (substring semantics);
+* free text uses ``search_suffixes`` (mapping version 3): every suffix, cut to
+  SUFFIX_MAX_BYTES, of every whitespace-separated word of the lower-cased search text in
+  the exact-byte encoding of :func:`fts_key`, matched by ``prefix`` queries (substring
+  semantics, see :func:`search_suffixes`). ``search`` keeps the lines themselves for the
+  rare term longer than SUFFIX_MAX_BYTES (a ``wildcard`` query), and ``search_overflow``
+  the lines of the rare document with more than SUFFIX_MAX_COUNT suffixes (a ``wildcard``
+  query over those documents' values only). None of the three is kept in ``_source``;
 * titles and samples are also ``text`` with ``index_prefixes`` (partial words for a
   portal) and ``keyword`` subfields for facets; dates are ``date`` fields.
 """
@@ -32,7 +37,20 @@ from catalogd.violations import Violation
 
 #: Version of the mapping below; a new one needs a new index (``catalogd reindex``),
 #: unless ADDED_FIELDS says how an older index takes it in place.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Version 3's free-text field. A term is a substring of the search text exactly when it
+#: is a prefix of a suffix of one of its words: terms are split on whitespace (str.split,
+#: see SearchQuery.terms) and so are the words, and lower() never makes or removes
+#: whitespace. A word of n bytes has n suffixes (one per character start), so a document
+#: costs about (its bytes) x (the mean suffix length): each suffix is cut to
+#: SUFFIX_MAX_BYTES bytes, which still answers every term of up to that many bytes
+#: exactly (longer terms are rare, typed only as pasted paths: es_query looks them up in
+#: ``search``), and a document with more than SUFFIX_MAX_COUNT distinct suffixes (over
+#: about 4,000 characters of words, far beyond a NeXus file's titles and path) keeps none
+#: and has its lines in ``search_overflow`` instead. Bounds per document: 4096 values of
+#: at most 64 bytes.
+SUFFIX_MAX_BYTES = 64
+SUFFIX_MAX_COUNT = 4096
 DEFAULT_PREFIX = "catalogd"
 #: How soon a write becomes searchable without flush(): the near-real-time refresh.
 REFRESH_INTERVAL = "1s"
@@ -116,6 +134,28 @@ def ancestors(path: str) -> list[str]:
     return [b"/".join(parts[:i]).decode("latin-1") for i in range(2, len(parts))]
 
 
+def _is_continuation(char: str) -> bool:
+    return "\x80" <= char <= "\xbf"
+
+
+def search_suffixes(text: str) -> list[str] | None:
+    """The ``search_suffixes`` values of ``text``, or None when there are more than
+    SUFFIX_MAX_COUNT of them (see SUFFIX_MAX_BYTES)."""
+    found: dict[str, None] = {}
+    for word in text.lower().split():
+        key = order_key(word)
+        if word.isascii():
+            starts: range | list[int] = range(len(key))
+        else:  # a suffix starts at a character, not inside one's UTF-8 bytes
+            starts = [i for i, char in enumerate(key) if not _is_continuation(char)]
+        for first in range(0, len(starts), SUFFIX_MAX_COUNT):  # memory stays bounded
+            for start in starts[first : first + SUFFIX_MAX_COUNT]:
+                found[key[start : start + SUFFIX_MAX_BYTES]] = None
+            if len(found) > SUFFIX_MAX_COUNT:
+                return None
+    return list(found)
+
+
 def search_values(text: str) -> list[str]:
     values: list[str] = []
     for line in fts_key(text).split("\n"):
@@ -134,6 +174,9 @@ def search_values(text: str) -> list[str]:
 # -- mappings ----------------------------------------------------------------------------
 _KEYWORD = {"type": "keyword"}
 _STORED_ONLY = {"type": "keyword", "index": False, "doc_values": False}
+_INDEXED_ONLY = {"type": "keyword", "doc_values": False}
+#: Derived from ``doc`` and only searched: not stored again in ``_source``.
+_SEARCH_ONLY = ["search", "search_suffixes", "search_overflow"]
 _TEXT = {
     "type": "text",
     "index_prefixes": {"min_chars": 1, "max_chars": 10},
@@ -143,6 +186,7 @@ _DATE = {"type": "date", "ignore_malformed": True}
 
 FILES_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
+    "_source": {"excludes": _SEARCH_ONLY},
     "properties": {
         "doc": _STORED_ONLY,
         "id": _KEYWORD,
@@ -153,6 +197,8 @@ FILES_MAPPING: dict[str, Any] = {
         "ancestors": _KEYWORD,
         "name": _KEYWORD,
         "search": _KEYWORD,
+        "search_suffixes": _INDEXED_ONLY,
+        "search_overflow": _INDEXED_ONLY,
         "level": _KEYWORD,
         "user_type": _KEYWORD,
         "beamline": _KEYWORD,
@@ -264,6 +310,9 @@ def doc_source(doc: FileDocument) -> dict[str, Any]:
         named = [path_key(p) for p in links.data_files(doc)]
     except (TypeError, ValueError, UnicodeError) as exc:
         raise StoreError(f"cannot store the document for {doc.path!r}: {exc}") from exc
+    text = doc.search_text()
+    lines = search_values(text)
+    suffixes = search_suffixes(text)
     start = doc.start_time
     perms = stat.S_IMODE(doc.mode)
     source: dict[str, Any] = {
@@ -275,7 +324,9 @@ def doc_source(doc: FileDocument) -> dict[str, Any]:
         "path_sort": order_key(display_path(doc.path)),
         "ancestors": ancestors(doc.path),
         "name": display_path(doc.name),
-        "search": search_values(doc.search_text()),
+        "search": lines,
+        "search_suffixes": suffixes or [],
+        "search_overflow": lines if suffixes is None else [],
         "access_groups": [keyword(g) for g in doc.access_groups],
         "uid": doc.uid,
         "gid": doc.gid,
