@@ -97,6 +97,24 @@ class StoreSettings(Section):
         "(None: [daemon] state_dir/spool, else /var/lib/catalogd/spool).",
     )
 
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Primary shards of the Elasticsearch files index, applied when it is "
+        "created and by `catalogd reindex` (1: exact facet counts; see docs/scale.md).",
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Replicas of each Elasticsearch shard, applied when an index is created "
+        "and by `catalogd reindex` (None: one wherever there is a second node).",
+    )
+
+    def index_options(self) -> dict[str, Any]:
+        """The keywords of open_store that shape a new Elasticsearch index."""
+        return {"shards": self.shards, "replicas": self.replicas}
+
     @field_validator("spool_dir")
     @classmethod
     def _absolute_spool(cls, value: str | None) -> str | None:

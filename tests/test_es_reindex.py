@@ -45,10 +45,18 @@ def behind_alias(client: Elasticsearch, alias: str) -> list[str]:
     return sorted(client.indices.get_alias(name=alias).body)
 
 
-def run_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    (tmp / "empty.toml").write_text("")
+def filled(es: ElasticsearchStore, client: Elasticsearch, count: int) -> str:
+    """The index behind ``es``'s alias, after ``count`` documents were written to it."""
+    es.put([doc(i) for i in range(count)])
+    es.flush()
+    (index,) = behind_alias(client, es.files_alias)
+    return index
+
+
+def run_cli(tmp: Path, *args: str, config: str = "") -> subprocess.CompletedProcess[str]:
+    (tmp / "catalogd.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOGD_")}
-    env["CATALOGD_CONFIG"] = str(tmp / "empty.toml")
+    env["CATALOGD_CONFIG"] = str(tmp / "catalogd.toml")
     return subprocess.run(
         [*CATALOGD, *args], capture_output=True, text=True, env=env, timeout=300, check=False
     )
@@ -146,9 +154,7 @@ def test_writes_and_deletes_during_the_fill_are_caught_up(
 def test_an_outdated_index_says_run_reindex_and_reindex_applies_the_mapping(
     es: ElasticsearchStore, es_node: Node, prefix: str, client: Elasticsearch, tmp_path: Path
 ) -> None:
-    es.put([doc(i) for i in range(10)])
-    es.flush()
-    (index,) = behind_alias(client, es.files_alias)
+    index = filled(es, client, 10)
     # An index from an older catalogd, which no in-place mapping change brings up to date
     # (version 0 has no added-fields step), with a document whose indexed fields are not
     # what this catalogd's encoding gives (its free text is missing).
@@ -211,6 +217,64 @@ def test_a_version_2_index_is_refused_until_reindex_gives_it_the_free_text_suffi
         }
     by_suffix = client.count(index=alias, query={"prefix": {"search_suffixes": "zyme-"}})
     assert by_suffix["count"] == 3  # the new field holds the reindexed documents' text
+
+
+def shape(client: Elasticsearch, index: str) -> tuple[str, str, str]:
+    """(number_of_shards, number_of_replicas, auto_expand_replicas) of ``index``."""
+    found = client.indices.get_settings(index=index, include_defaults=True)[index]
+    both = {**found["defaults"]["index"], **found["settings"]["index"]}
+    return both["number_of_shards"], both["number_of_replicas"], both["auto_expand_replicas"]
+
+
+def test_a_new_index_gets_the_configured_shards_and_replicas(
+    es_node: Node, prefix: str, client: Elasticsearch
+) -> None:
+    url = es_node.store_url(prefix)
+    with ElasticsearchStore.from_url(url, shards=3, replicas=0) as store:
+        (index,) = behind_alias(client, store.files_alias)
+        assert shape(client, index) == ("3", "0", "false")
+        store.put([doc(i) for i in range(50)])
+        store.flush()
+        assert store.search(SearchQuery(text="scan0004", size=0)).total == 10  # all shards
+        store.record_audit([], scope=P, seen_at=1.0)  # makes the violations index
+        (violations,) = client.indices.get_alias(name=f"{prefix}-violations").body
+        assert shape(client, violations) == ("1", "0", "false")  # one shard, the replicas
+    with pytest.raises(StoreError, match="shards must be between 1 and 1024"):
+        ElasticsearchStore.from_url(url, shards=0)
+    with pytest.raises(StoreError, match="replicas must be 0 or more"):
+        ElasticsearchStore.from_url(url, replicas=-1)
+
+
+def test_by_default_one_shard_and_a_replica_wherever_there_is_a_second_node(
+    es: ElasticsearchStore, client: Elasticsearch
+) -> None:
+    (index,) = behind_alias(client, es.files_alias)
+    assert shape(client, index) == ("1", "0", "0-1")  # one node here: no replica yet
+
+
+def test_reindex_applies_the_configured_shards_and_replicas(
+    es: ElasticsearchStore, es_node: Node, prefix: str, client: Elasticsearch, tmp_path: Path
+) -> None:
+    old = filled(es, client, 30)
+    url = es_node.store_url(prefix)
+    bad = run_cli(tmp_path, "reindex", "--store", url, config="[store]\nshards = 0\n")
+    assert bad.returncode == 78 and "store.shards" in bad.stderr
+    assert behind_alias(client, es.files_alias) == [old]  # nothing done
+    config = "[store]\nshards = 2\nreplicas = 0\n"
+    done = run_cli(tmp_path, "reindex", "--store", url, config=config)
+    assert done.returncode == 0, done.stderr
+    (new,) = behind_alias(client, es.files_alias)
+    assert new != old and shape(client, new) == ("2", "0", "false")
+    assert es.search(SearchQuery(text="SCAN0002", size=0)).total == 10
+    # A command creating the catalogue follows the configuration as well.
+    fresh = f"{prefix}-fresh"
+    try:
+        made = run_cli(tmp_path, "search", "--store", es_node.store_url(fresh), config=config)
+        assert made.returncode == 0, made.stderr
+        (created,) = behind_alias(client, f"{fresh}-files")
+        assert shape(client, created) == ("2", "0", "false")
+    finally:
+        es_node.drop(fresh)
 
 
 def test_an_index_without_a_version_is_version_one(

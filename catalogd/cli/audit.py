@@ -163,7 +163,7 @@ def audit(
     if record_url is not None:
         from catalogd.store import open_store
 
-        with open_store(record_url) as store:
+        with open_store(record_url, **settings.store.index_options()) as store:
             store.record_audit(result.findings, scope=root, seen_at=result.started)
     return EX_FAILURE if result.findings else EX_OK
 
@@ -200,7 +200,7 @@ def violations(
     from catalogd.store import open_store
 
     wanted = ViolationState(state)
-    with open_store(ctx.store_url(store_option)) as store:
+    with open_store(ctx.store_url(store_option), **ctx.settings().store.index_options()) as store:
         found = store.violations(
             state=wanted, path_prefix=os.path.abspath(path_prefix) if path_prefix else None
         )

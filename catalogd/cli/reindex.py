@@ -36,7 +36,8 @@ def command(ctx: CliContext, store_option: str | None, keep_old: bool, quiet: bo
     from catalogd.store.elasticsearch import ElasticsearchStore
     from catalogd.store.es_reindex import reindex
 
-    with ElasticsearchStore.from_url(url, check_version=False) as store:
+    options = ctx.settings().store.index_options()  # the new index's shards and replicas
+    with ElasticsearchStore.from_url(url, check_version=False, **options) as store:
         if quiet or not interactive():
             result = reindex(store, keep_old=keep_old)
         else:

@@ -58,6 +58,7 @@ def command(
             spool_dir=spool_directory(settings.store.spool_dir, settings.daemon.state_dir),
             name="scan",
             required=False,
+            **settings.store.index_options(),
         ) as store,
         Registry.from_entry_points(
             settings=settings.indexers.model_copy(

@@ -75,7 +75,7 @@ def command(
         facets=(),
         collapse=collapse,
     )
-    with open_store(ctx.store_url(store_option)) as store:
+    with open_store(ctx.store_url(store_option), **ctx.settings().store.index_options()) as store:
         shown = 0
         cursor: str | None = None
         table = _table()

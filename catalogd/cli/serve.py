@@ -46,7 +46,7 @@ def command(
     workers = workers or settings.api.effective_workers()
     store_url = ctx.store_url(store_option)
     directory = directory_from_settings(settings)
-    with open_store(store_url) as store:
+    with open_store(store_url, **settings.store.index_options()) as store:
         if workers == 1:
             app = create_app(settings, store, directory=directory)
             sock = bind(listen or settings.api.listen)

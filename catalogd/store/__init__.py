@@ -56,8 +56,9 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names. Raises UsageError for a URL of no known kind."""
+def open_store(url: str, *, shards: int = 1, replicas: int | None = None) -> Store:
+    """Open the store a URL names. Raises UsageError for a URL of no known kind.
+    ``shards`` and ``replicas`` (``[store]``) shape an Elasticsearch index it creates."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore()
@@ -69,7 +70,7 @@ def open_store(url: str) -> Store:
         require("elasticsearch", "elasticsearch")
         from catalogd.store.elasticsearch import ElasticsearchStore
 
-        return ElasticsearchStore.from_url(url)
+        return ElasticsearchStore.from_url(url, shards=shards, replicas=replicas)
     raise UsageError(
         f"unknown store URL {url!r}: use sqlite:///ABSOLUTE/PATH.db or http(s)://HOST:PORT"
     )
@@ -85,7 +86,14 @@ def spool_directory(spool_dir: str | None, state_dir: str | None) -> str:
 
 
 def open_spooled_store(
-    url: str, *, spool_dir: str, name: str, local_reads: bool = False, required: bool = True
+    url: str,
+    *,
+    spool_dir: str,
+    name: str,
+    local_reads: bool = False,
+    required: bool = True,
+    shards: int = 1,
+    replicas: int | None = None,
 ) -> Store:
     """Like :func:`open_store`, but an Elasticsearch store keeps its writes in the spool
     ``spool_dir``/``name``.spool.sqlite while the cluster cannot be reached (and opens
@@ -95,7 +103,7 @@ def open_spooled_store(
     for any command); a spool that is corrupt or holds writes for another catalogue is
     always an error: it may hold writes."""
     if urlsplit(url).scheme not in ("http", "https"):
-        return open_store(url)
+        return open_store(url, shards=shards, replicas=replicas)
     require("elasticsearch", "elasticsearch")
     from catalogd.store.elasticsearch import ElasticsearchStore, parse_url
     from catalogd.store.spool import (
@@ -116,7 +124,7 @@ def open_spooled_store(
             "%s: writes are not spooled if Elasticsearch goes away (set store.spool_dir)",
             exc.message,
         )
-        return open_store(url)
+        return open_store(url, shards=shards, replicas=replicas)
 
     def opener() -> Store:
         return ElasticsearchStore(
@@ -125,6 +133,8 @@ def open_spooled_store(
             shown_url=shown,
             bulk_retries=SPOOLED_BULK_RETRIES,
             request_timeout_s=SPOOLED_REQUEST_TIMEOUT_S,
+            shards=shards,
+            replicas=replicas,
         )
 
     try:

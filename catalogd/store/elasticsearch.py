@@ -131,8 +131,14 @@ class ElasticsearchStore(Store):
         bulk_retries: int = BULK_RETRIES,
         backoff_s: float = BACKOFF_INITIAL_S,
         check_version: bool = True,
+        shards: int = schema.DEFAULT_SHARDS,
+        replicas: int | None = None,
     ) -> None:
         self.url = shown_url or ",".join(hosts)
+        # [store] shards and replicas: the files index when it is created (and by
+        # catalogd reindex); the small violations index keeps one shard.
+        self.files_settings = schema.index_settings(shards, replicas)
+        self._violations_settings = schema.index_settings(schema.DEFAULT_SHARDS, replicas)
         self._where = self.url
         self.prefix = prefix
         self._files = schema.files_alias(prefix)
@@ -154,7 +160,7 @@ class ElasticsearchStore(Store):
         )
         try:
             self._call(lambda c: c.cluster.health())
-            self._ensure_index(self._files, schema.FILES_MAPPING)
+            self._ensure_index(self._files, schema.FILES_MAPPING, self.files_settings)
             if check_version:
                 self._check_version()
         except BaseException:
@@ -199,13 +205,12 @@ class ElasticsearchStore(Store):
         except CLIENT_ERRORS as exc:
             raise translate(exc, self._where) from exc
 
-    def _ensure_index(self, alias: str, mapping: dict[str, Any]) -> None:
+    def _ensure_index(self, alias: str, mapping: dict[str, Any], settings: dict[str, Any]) -> None:
         """The template, and the first version of the index behind ``alias``, if absent."""
         if self._call(lambda c: c.indices.exists_alias(name=alias)):
             return
-        self._call(
-            lambda c: c.indices.put_index_template(name=alias, **schema.template(alias, mapping))
-        )
+        template = schema.template(alias, mapping, settings)
+        self._call(lambda c: c.indices.put_index_template(name=alias, **template))
         index = schema.versioned(alias)
         try:
             self._client.indices.create(
@@ -237,7 +242,7 @@ class ElasticsearchStore(Store):
         if added is not None:  # new fields only: the index takes them in place
             meta = {"schema_version": schema.SCHEMA_VERSION}
             self._call(lambda c: c.indices.put_mapping(index=index, properties=added, meta=meta))
-            template = schema.template(self._files, schema.FILES_MAPPING)
+            template = schema.template(self._files, schema.FILES_MAPPING, self.files_settings)
             self._call(lambda c: c.indices.put_index_template(name=self._files, **template))
             return
         if version < schema.SCHEMA_VERSION:
@@ -256,7 +261,9 @@ class ElasticsearchStore(Store):
 
     def _ensure_violations(self) -> None:
         if not self._violations_ready:
-            self._ensure_index(self._violations, schema.VIOLATIONS_MAPPING)
+            self._ensure_index(
+                self._violations, schema.VIOLATIONS_MAPPING, self._violations_settings
+            )
             self._violations_ready = True
 
     def _bulk(self, index: str, actions: Sequence[Action], *, refresh: bool = False) -> None:

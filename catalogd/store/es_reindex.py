@@ -88,7 +88,8 @@ class Reindexer:
         target = schema.versioned(self.alias, self._next_version())
         self._call(
             lambda c: c.indices.put_index_template(
-                name=self.alias, **schema.template(self.alias, schema.FILES_MAPPING)
+                name=self.alias,
+                **schema.template(self.alias, schema.FILES_MAPPING, self.store.files_settings),
             )
         )
         self._call(

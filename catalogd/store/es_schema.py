@@ -275,21 +275,44 @@ VIOLATIONS_MAPPING: dict[str, Any] = {
     },
 }
 
-INDEX_SETTINGS: dict[str, Any] = {
-    # One shard: exact facet counts and totals, and a catalogue of millions of small
-    # documents fits one shard well; one replica wherever there is a second node.
-    "number_of_shards": 1,
-    "auto_expand_replicas": "0-1",
-    "refresh_interval": REFRESH_INTERVAL,
-}
+#: Default primary shards (``[store] shards``): one gives exact facet counts and totals,
+#: and a catalogue of millions of small documents fits one shard well; more spread a
+#: larger one over the nodes (facet counts of values beyond the FACET_MAX_VALUES most
+#: frequent may then be approximate).
+DEFAULT_SHARDS = 1
+#: Most primary shards of one index (Elasticsearch's own limit, index.number_of_shards).
+MAX_SHARDS = 1024
+#: Replicas when ``[store] replicas`` is not set: one wherever there is a second node.
+AUTO_EXPAND_REPLICAS = "0-1"
 
 
-def template(alias: str, mapping: dict[str, Any]) -> dict[str, Any]:
-    """The index template for every version of the index behind ``alias``."""
+def index_settings(shards: int = DEFAULT_SHARDS, replicas: int | None = None) -> dict[str, Any]:
+    """The settings of a new index: ``shards`` primaries with ``replicas`` copies each
+    (None: AUTO_EXPAND_REPLICAS)."""
+    if not 1 <= shards <= MAX_SHARDS:
+        raise StoreError(f"shards must be between 1 and {MAX_SHARDS}, not {shards}")
+    if replicas is not None and replicas < 0:
+        raise StoreError(f"replicas must be 0 or more, not {replicas}")
+    settings: dict[str, Any] = {"number_of_shards": shards, "refresh_interval": REFRESH_INTERVAL}
+    if replicas is None:
+        settings["auto_expand_replicas"] = AUTO_EXPAND_REPLICAS
+    else:
+        settings["number_of_replicas"] = replicas
+    return settings
+
+
+INDEX_SETTINGS: dict[str, Any] = index_settings()
+
+
+def template(
+    alias: str, mapping: dict[str, Any], settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The index template for every version of the index behind ``alias`` (new indices
+    get ``settings``, default INDEX_SETTINGS)."""
     return {
         "index_patterns": [f"{alias}-v*"],
         "priority": 200,
-        "template": {"settings": INDEX_SETTINGS, "mappings": mapping},
+        "template": {"settings": settings or INDEX_SETTINGS, "mappings": mapping},
         "_meta": {"managed_by": "catalogd", "schema_version": SCHEMA_VERSION},
     }
 
