@@ -19,8 +19,10 @@ starts with ``scripts/elasticsearch.sh``, or on ``--es-url``):
    (the API counts them on every search). Each client waits ``--think-ms`` (mean,
    exponential) between requests, as people and the portal do; 0 is a closed loop.
 
-Prints p50/p90/p99/max per store and per kind of request, the throughput, and the bound
-(issue 7: p99 <= 100 ms on the embedded store).
+Prints p50/p90/p99/max per store and per kind of request (``free text`` is the
+substring search of issue 14), the throughput, the Elasticsearch index's bytes per
+document, and the bound for each store (issues 7 and 14: p99 <= 100 ms, on SQLite and on
+Elasticsearch); the exit status is 1 when a store misses it.
 
 Then (issue 14; ``--workers 1,2``, empty to skip) the closed-loop throughput of the API
 with 1 and with 2 worker processes on the SQLite store: ``--workers-clients`` clients,
@@ -614,9 +616,22 @@ def fill(store_url: str, docs: int, proposals: list[Proposal], seed: int, order:
         store.put(batch)
         store.flush()
         count = store.count()
+        size = index_bytes(store)
     finally:
         store.close()
-    print(f"filled {store_url}: {count} documents in {time.monotonic() - started:.0f} s")
+    print(f"filled {store_url}: {count} documents in {time.monotonic() - started:.0f} s{size}")
+
+
+def index_bytes(store: Any) -> str:
+    """The files index's primary size on disk, per document (Elasticsearch), or ""."""
+    from catalogd.store.elasticsearch import ElasticsearchStore
+
+    if not isinstance(store, ElasticsearchStore):
+        return ""
+    stats = store.client.indices.stats(index=store.files_alias, metric="store,docs").body
+    primaries = stats["_all"]["primaries"]
+    size, docs = primaries["store"]["size_in_bytes"], primaries["docs"]["count"]
+    return f"; files index {size / 1e6:.0f} MB on disk, {size / max(docs, 1):.0f} bytes/document"
 
 
 def run_store(
@@ -724,13 +739,11 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(work, ignore_errors=True)
     print()
     report_workers(throughput)
-    for name, p99 in results.items():
-        line = f"{name}: p99 {p99 * 1e3:.1f} ms"
-        if name == "sqlite":
-            verdict = "within" if p99 <= BOUND_P99_S else "OVER"
-            line += f" ({verdict} the bound: p99 <= {BOUND_P99_S * 1e3:.0f} ms)"
-        print(line)
-    return 0 if results.get("sqlite", 0.0) <= BOUND_P99_S else 1
+    for name, p99 in results.items():  # issue 7 (SQLite) and issue 14 (Elasticsearch)
+        verdict = "within" if p99 <= BOUND_P99_S else "OVER"
+        bound = f"p99 <= {BOUND_P99_S * 1e3:.0f} ms"
+        print(f"{name}: p99 {p99 * 1e3:.1f} ms ({verdict} the bound: {bound})")
+    return 0 if all(p99 <= BOUND_P99_S for p99 in results.values()) else 1
 
 
 if __name__ == "__main__":
