@@ -61,12 +61,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from search_node import search_node
 
 from catalogd.config import Settings
 from catalogd.document import KIND_HDF5, KIND_NEXUS, KIND_OTHER, FileDocument, document_from_stat
 from catalogd.layout import DEFAULT_STRICT_USER_TYPES, LayoutConfig, classify
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
 BOUND_P99_S = 0.100
 ROOT = "/data"
 PASSWORD = "bench-password"
@@ -568,25 +568,6 @@ def report_workers(throughput: dict[int, list[float]]) -> None:
 
 
 # -- stores -----------------------------------------------------------------------------------
-@contextmanager
-def es_node(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    run_dir = tempfile.mkdtemp(prefix="catalogd-bench-api-es-")
-    print("starting Elasticsearch (scripts/elasticsearch.sh) ...", flush=True)
-    started = subprocess.run(
-        [str(SCRIPT), "start", run_dir], capture_output=True, text=True, check=False
-    )
-    if started.returncode != 0:
-        raise SystemExit(f"cannot start Elasticsearch:\n{started.stderr}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(SCRIPT), "stop", run_dir], capture_output=True, check=False)
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 def drop_indices(url: str, prefix: str) -> None:
     """Delete the benchmark's indices and index templates (on a node it did not start)."""
     from elasticsearch import Elasticsearch
@@ -727,7 +708,7 @@ def main(argv: list[str]) -> int:
             if args.workers:
                 throughput = run_workers(sqlite_url, args, world)
         if "es" in stores:
-            with es_node(args.es_url) as node:
+            with search_node(args.es_url) as node:
                 prefix = f"bench-api-{os.getpid()}"
                 try:
                     results["es"] = run_store(

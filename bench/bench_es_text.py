@@ -39,12 +39,12 @@ from bench_api import (  # noqa: E402
     BOUND_P99_S,
     WORDS,
     drop_indices,
-    es_node,
     fill,
     make_proposals,
     make_users,
     quantile,
 )
+from search_node import search_node  # noqa: E402
 
 from catalogd.store import es_query as q  # noqa: E402
 from catalogd.store.base import FACET_FIELDS, SearchQuery  # noqa: E402
@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
         f"{args.docs} documents, {args.clients} clients, think time {args.think_ms:.0f} ms, "
         f"{args.duration:.0f} s; load before: {os.getloadavg()}"
     )
-    with es_node(args.es_url) as node:
+    with search_node(args.es_url) as node:
         prefix = f"bench-es-text-{os.getpid()}"
         url = f"{node}?index={prefix}"
         try:
