@@ -95,7 +95,7 @@ def command(
 
     spool_dir = spool_directory(settings.store.spool_dir, settings.daemon.state_dir)
     with open_spooled_store(
-        settings.store.url, spool_dir=spool_dir, name="run", local_reads=True
+        settings.store.effective_url(), spool_dir=spool_dir, name="run", local_reads=True
     ) as store:
         daemon = Daemon(settings, store, reload=reload, listen=settings.daemon.listen)
 
