@@ -132,6 +132,12 @@ class _Indices(_Part):
             lambda: self._os.indices.get(index=index, expand_wildcards=expand_wildcards)
         )
 
+    def exists(self, *, index: str) -> bool:
+        return bool(self._do(lambda: self._os.indices.exists(index=index)))
+
+    def get_alias(self, *, name: str) -> Any:
+        return self._do(lambda: self._os.indices.get_alias(name=name))
+
     def get_mapping(self, *, index: str) -> Any:
         return self._do(lambda: self._os.indices.get_mapping(index=index))
 
