@@ -22,6 +22,7 @@ average before and after.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--searches", type=int, default=300)
     args = parser.parse_args()
+    # A timeout's SIGTERM still stops the nodes (the ExitStack below unwinds).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     docs = [make_doc(i) for i in range(args.docs)]
     with ExitStack() as stack:
         urls = {engine: stack.enter_context(node(engine)) for engine in ENGINES}
