@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,26 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_es import bench_search, drop, make_doc, percentile  # noqa: E402
 from opensearchpy import OpenSearch  # noqa: E402
+from search_node import search_node  # noqa: E402
 
 from catalogd.document import FileDocument  # noqa: E402
 from catalogd.store.elasticsearch import ElasticsearchStore  # noqa: E402
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-ENGINES = {"elasticsearch": "elasticsearch.sh", "opensearch": "opensearch.sh"}
-
-
-@contextmanager
-def node(engine: str) -> Iterator[str]:
-    script = str(SCRIPTS / ENGINES[engine])
-    run_dir = tempfile.mkdtemp(prefix=f"catalogd-bench-{engine}-")
-    print(f"starting {engine} ({ENGINES[engine]}) ...", file=sys.stderr)
-    started = subprocess.run([script, "start", run_dir], capture_output=True, text=True)
-    if started.returncode != 0:
-        sys.exit(f"cannot start {engine}:\n{started.stderr}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([script, "stop", run_dir], capture_output=True, check=False)
+ENGINES = ("elasticsearch", "opensearch")
 
 
 def open_store(url: str, engine: str, name: str) -> ElasticsearchStore:
@@ -122,7 +105,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     docs = [make_doc(i) for i in range(args.docs)]
     with ExitStack() as stack:
-        urls = {engine: stack.enter_context(node(engine)) for engine in ENGINES}
+        urls = {e: stack.enter_context(search_node(None, engine=e)) for e in ENGINES}
         print(f"load average at start: {Path('/proc/loadavg').read_text().strip()}")
         for engine, url in urls.items():
             bulk_rate(url, engine, [make_doc(i, "warm") for i in range(5000)], "warm")

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import test_store_contract as contract
 from es_node import Node, es_node
-from ops_daemon import CATALOGD, CatalogdProcess, clean_env, wait_for, write_nexus
+from ops_daemon import CATALOGD, CatalogdProcess, clean_env, free_port, wait_for, write_nexus
 from os_node import OPENSEARCH_VERSION, OpenSearchNode, os_node
 
 from catalogd.cli import main
 from catalogd.config import load_settings
-from catalogd.errors import EX_CONFIG, ConfigError, UsageError
+from catalogd.errors import EX_CONFIG, ConfigError, StoreUnavailable, UsageError
 from catalogd.store import es_schema as schema
 from catalogd.store import open_spooled_store, open_store
 from catalogd.store.base import Store
@@ -110,6 +110,13 @@ def test_the_cli_exits_78_naming_both_engines(
     assert main(["--config", str(empty), "search", "--store", url, "--json"]) == EX_CONFIG
     err = capsys.readouterr().err
     assert f"points at OpenSearch {OPENSEARCH_VERSION} but store.engine is elasticsearch" in err
+
+
+def test_an_unreachable_opensearch_store_says_opensearch() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(StoreUnavailable) as raised:
+        open_store(f"{url}?engine=opensearch")
+    assert raised.value.message.startswith(f"OpenSearch at {url}: ")
 
 
 # -- [store] engine ---------------------------------------------------------------------------

@@ -59,7 +59,14 @@ from catalogd.store import es_links
 from catalogd.store import es_query as q
 from catalogd.store import es_schema as schema
 from catalogd.store.base import SearchQuery, SearchResult, Store, iso_date
-from catalogd.store.engine import DEFAULT_ENGINE, Engine, mismatch, url_engine, url_parameters
+from catalogd.store.engine import (
+    DEFAULT_ENGINE,
+    ENGINE_NAMES,
+    Engine,
+    mismatch,
+    url_engine,
+    url_parameters,
+)
 from catalogd.store.es_errors import (
     CLIENT_ERRORS,
     SchemaOutdated,
@@ -185,6 +192,7 @@ class ElasticsearchStore(Store):
         self._write_lock = threading.RLock()
         #: "elasticsearch" or "opensearch": which client, and what the server must be.
         self.engine = engine
+        self._product = ENGINE_NAMES[engine]
         self._client = connect(
             engine,
             hosts,
@@ -237,11 +245,11 @@ class ElasticsearchStore(Store):
     def _call(self, request: Any) -> Any:
         """``request(client)``, with the client's exceptions translated."""
         if self._closed:
-            raise StoreError(f"the Elasticsearch store {self._where} is closed")
+            raise StoreError(f"the {self._product} store {self._where} is closed")
         try:
             return request(self._client)
         except CLIENT_ERRORS as exc:
-            raise translate(exc, self._where) from exc
+            raise translate(exc, self._where, self._product) from exc
 
     def _ensure_index(self, alias: str, mapping: dict[str, Any]) -> None:
         """The template, and the first version of the index behind ``alias``, if absent."""
@@ -259,7 +267,7 @@ class ElasticsearchStore(Store):
             )
         except CLIENT_ERRORS as exc:
             if "resource_already_exists_exception" not in str(exc):
-                raise translate(exc, self._where) from exc
+                raise translate(exc, self._where, self._product) from exc
             if not self._call(lambda c: c.indices.exists_alias(name=alias)):
                 self._call(lambda c: c.indices.put_alias(index=index, name=alias))
 
@@ -337,16 +345,16 @@ class ElasticsearchStore(Store):
                 if source is not None:
                     operations.append(source)
             if self._closed:
-                raise StoreError(f"the Elasticsearch store {self._where} is closed")
+                raise StoreError(f"the {self._product} store {self._where} is closed")
             try:
                 response = self._client.bulk(
                     operations=operations, index=index, refresh=refresh
                 ).body
             except CLIENT_ERRORS as exc:
                 if retryable(exc):
-                    failure = str(translate(exc, self._where))
+                    failure = str(translate(exc, self._where, self._product))
                     continue
-                raise translate(exc, self._where) from exc
+                raise translate(exc, self._where, self._product) from exc
             if not response.get("errors"):
                 return
             retry: list[Action] = []
@@ -361,14 +369,14 @@ class ElasticsearchStore(Store):
                     continue
                 what = action[2].get("path") if action[2] else action[1]
                 raise StoreError(
-                    f"Elasticsearch at {self._where} refused to {action[0]} {what!r}: "
+                    f"{self._product} at {self._where} refused to {action[0]} {what!r}: "
                     f"{result.get('error')}"
                 )
             if not retry:
                 return
             pending = retry
         raise StoreUnavailable(
-            f"Elasticsearch at {self._where} did not take {len(pending)} writes after "
+            f"{self._product} at {self._where} did not take {len(pending)} writes after "
             f"{self._retries + 1} attempts: {failure}"
         )
 
