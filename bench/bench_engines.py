@@ -125,7 +125,7 @@ def main() -> None:
             for engine, store in stores.items():
                 via_store, raw = bench_search(store, args.searches)
                 print(f"  {engine:>13}: {summary(via_store)} (its client raw: {summary(raw)})")
-            print("the adapter's cost, OpenSearch, the same request bodies:")
+            print(f"the adapter's cost, OpenSearch, {args.searches} requests each way:")
             opensearch = stores["opensearch"]
             adapter_cost(opensearch, urls["opensearch"], request_bodies(opensearch, args.searches))
         finally:
