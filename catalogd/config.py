@@ -32,6 +32,7 @@ from pydantic_settings import (
 from catalogd import layout as layout_model
 from catalogd.errors import ConfigError
 from catalogd.policy.settings import PolicySettings
+from catalogd.store import engine as engines
 from indexers.settings import IndexerSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/catalogd/catalogd.toml")
@@ -89,7 +90,13 @@ class StoreSettings(Section):
     url: str = Field(
         default=DEFAULT_STORE_URL,
         description="sqlite:///ABSOLUTE/PATH.db (embedded) or http(s)://HOST:PORT[,...] "
-        "(Elasticsearch).",
+        "(Elasticsearch, or OpenSearch: see engine).",
+    )
+    engine: engines.Engine = Field(
+        default=engines.DEFAULT_ENGINE,
+        description="What an http(s) store.url talks to: elasticsearch or opensearch. "
+        "Opening a store on the other engine is an error (exit 78). A URL may say it "
+        "itself with ?engine=NAME (which --store URL can use).",
     )
     spool_dir: str | None = Field(
         default=None,
@@ -133,9 +140,32 @@ class StoreSettings(Section):
             elif parts.scheme in ("http", "https"):
                 if not parts.hostname:
                     raise ValueError(f"{url!r} names no host")
+                engines.url_engine(url)  # ValueError for an unknown parameter or engine
             elif parts.scheme != "memory":
                 raise ValueError(f"{url!r}: use sqlite:///ABSOLUTE/PATH.db or http(s)://HOST:PORT")
         return value
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> StoreSettings:
+        scheme = urlsplit(self.url.split(",")[0].strip()).scheme
+        if "engine" not in self.model_fields_set:
+            return self
+        if scheme not in ("http", "https") and self.engine != engines.DEFAULT_ENGINE:
+            raise ValueError(
+                f"engine = {self.engine!r} needs an http(s):// store.url, not {self.url!r}"
+            )
+        named = engines.url_engine(self.url) if scheme in ("http", "https") else None
+        if named is not None and named != self.engine:
+            raise ValueError(
+                f"store.url says engine={named} but store.engine is {self.engine}: "
+                "give the engine once"
+            )
+        return self
+
+    def effective_url(self, option: str | None = None) -> str:
+        """The store URL to open: ``option`` (``--store``) or ``url``, naming ``engine``
+        unless it names one itself (:func:`catalogd.store.engine.with_engine`)."""
+        return engines.with_engine(option or self.url, self.engine)
 
 
 class LayoutSettings(Section):

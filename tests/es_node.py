@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,9 +64,13 @@ class Node:
     def server_version(self) -> str:
         """The version the running node reports (``GET /_cat/nodes``: a plain ``GET /``
         answers 405 in the 9.5 integ-test distribution, so nothing relies on it)."""
-        with Elasticsearch(self.url) as client:
+        with self.client() as client:
             nodes: Any = client.cat.nodes(h="version", format="json").body
         return str(nodes[0]["version"])
+
+    def client(self) -> Elasticsearch:
+        """A plain client of the node (close it: it is a context manager)."""
+        return Elasticsearch(self.url)
 
     def halt(self) -> None:
         """Stop the node's process (SIGTERM, then SIGKILL), keeping its data: an outage.
@@ -98,9 +103,20 @@ class Node:
     def store_url(self, prefix: str) -> str:
         return f"{self.url}?index={prefix}"
 
+    @contextmanager
+    def fresh_store(self) -> Iterator[ElasticsearchStore]:
+        """A store under a prefix no other test uses, closed and dropped after."""
+        prefix = self.unique_prefix()
+        opened = ElasticsearchStore.from_url(self.store_url(prefix))
+        try:
+            yield opened
+        finally:
+            opened.close()
+            self.drop(prefix)
+
     def drop(self, prefix: str) -> None:
         """Delete the indices and templates of ``prefix``."""
-        with Elasticsearch(self.url) as client:
+        with self.client() as client:
             indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
             if indices:
                 client.indices.delete(index=",".join(indices))

@@ -14,7 +14,6 @@ import test_store_contract as contract
 from es_node import Node, es_node
 
 from catalogd.store.base import Store
-from catalogd.store.elasticsearch import ElasticsearchStore
 
 DEFAULT_VERSION = "9.5.0"
 SECOND_VERSION = "9.3.2"
@@ -44,13 +43,8 @@ def test_the_second_node_runs_the_second_version(second_node: Node) -> None:
 @pytest.fixture
 def store(second_node: Node) -> Iterator[Store]:
     """The contract suite's ``store``, on the 9.3.2 node, under a prefix of its own."""
-    prefix = second_node.unique_prefix()
-    opened = ElasticsearchStore.from_url(second_node.store_url(prefix))
-    try:
+    with second_node.fresh_store() as opened:
         yield opened
-    finally:
-        opened.close()
-        second_node.drop(prefix)
 
 
 globals().update(contract.contract_tests(f"on_{SECOND_VERSION.replace('.', '_')}"))

@@ -45,8 +45,8 @@ class CliContext:
         return self._settings
 
     def store_url(self, option: str | None) -> str:
-        """``--store`` when given, else ``[store] url``."""
-        return option if option else self.settings().store.url
+        """``--store`` when given, else ``[store] url``; with ``[store] engine``."""
+        return self.settings().store.effective_url(option)
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -43,9 +43,9 @@ def _record_url(ctx: CliContext, store_option: str | None, no_store: bool) -> st
             raise UsageError("--store and --no-store contradict each other")
         return None
     if store_option:
-        return store_option
+        return ctx.store_url(store_option)
     if resolve_config_path(ctx.config_option) is not None or os.environ.get(STORE_ENV):
-        return ctx.settings().store.url
+        return ctx.store_url(None)
     return None
 
 

@@ -95,7 +95,7 @@ def command(
 
     spool_dir = spool_directory(settings.store.spool_dir, settings.daemon.state_dir)
     with open_spooled_store(
-        settings.store.url,
+        settings.store.effective_url(),
         spool_dir=spool_dir,
         name="run",
         local_reads=True,

@@ -612,6 +612,7 @@ class Daemon:
                 ("watch.root", old.watch.root, new.watch.root),
                 ("watch.subtree", old.watch.subtree, new.watch.subtree),
                 ("store.url", old.store.url, new.store.url),
+                ("store.engine", old.store.engine, new.store.engine),
                 ("daemon.source", old.daemon.source, new.daemon.source),
                 ("daemon.poll_only", old.daemon.poll_only, new.daemon.poll_only),
                 ("daemon.extract_workers", old.daemon.extract_workers, new.daemon.extract_workers),

@@ -1,7 +1,8 @@
 """Catalogue stores, opened from a store URL.
 
 ``sqlite:///ABSOLUTE/PATH.db`` is the embedded store, ``memory://`` the in-memory one
-(tests), ``http(s)://HOST:PORT[,http(s)://HOST2:PORT][?index=PREFIX]`` Elasticsearch.
+(tests), ``http(s)://HOST:PORT[,http(s)://HOST2:PORT][?index=PREFIX]`` Elasticsearch
+(or OpenSearch, with ``engine=opensearch``: :mod:`catalogd.store.engine`).
 :func:`open_spooled_store` gives the long-running commands an Elasticsearch store whose
 writes are kept in a local spool while the cluster cannot be reached
 (:mod:`catalogd.store.spool`).
@@ -105,7 +106,7 @@ def open_spooled_store(
     if urlsplit(url).scheme not in ("http", "https"):
         return open_store(url, shards=shards, replicas=replicas)
     require("elasticsearch", "elasticsearch")
-    from catalogd.store.elasticsearch import ElasticsearchStore, parse_url
+    from catalogd.store.elasticsearch import ElasticsearchStore, parse_url, store_engine
     from catalogd.store.spool import (
         Spool,
         SpoolingStore,
@@ -115,6 +116,7 @@ def open_spooled_store(
     )
 
     hosts, prefix, shown = parse_url(url)
+    engine = store_engine(url)
     try:
         spool = Spool(spool_path(spool_dir, name), target=f"{shown}?index={prefix}")
     except (SpoolUnwritable, SpoolInUse) as exc:
@@ -131,6 +133,7 @@ def open_spooled_store(
             hosts,
             prefix=prefix,
             shown_url=shown,
+            engine=engine,
             bulk_retries=SPOOLED_BULK_RETRIES,
             request_timeout_s=SPOOLED_REQUEST_TIMEOUT_S,
             shards=shards,

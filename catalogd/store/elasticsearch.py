@@ -48,16 +48,25 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import Elasticsearch, NotFoundError, UnsupportedProductError
 
 from catalogd.document import FileDocument
 from catalogd.errors import StoreError, StoreUnavailable, UsageError
+from catalogd.optional import require
 from catalogd.store import es_links
 from catalogd.store import es_query as q
 from catalogd.store import es_schema as schema
 from catalogd.store.base import SearchQuery, SearchResult, Store, iso_date
+from catalogd.store.engine import (
+    DEFAULT_ENGINE,
+    ENGINE_NAMES,
+    Engine,
+    mismatch,
+    url_engine,
+    url_parameters,
+)
 from catalogd.store.es_errors import (
     CLIENT_ERRORS,
     SchemaOutdated,
@@ -93,29 +102,67 @@ def parse_url(url: str) -> tuple[list[str], str, str]:
 
     ``http(s)://HOST:PORT[,http(s)://HOST2:PORT...]``, optionally ending in
     ``?index=PREFIX`` (default ``catalogd``) to name the indices ``PREFIX-files`` and
-    ``PREFIX-violations``.
+    ``PREFIX-violations``, and ``engine=`` (:func:`store_engine`).
     """
     hosts: list[str] = []
     shown: list[str] = []
-    prefix = schema.DEFAULT_PREFIX
+    try:
+        wanted = url_parameters(url).get("index")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if wanted is not None and not _PREFIX_RE.match(wanted):
+        raise UsageError(
+            f"invalid index prefix in {url!r}: use ?index=NAME with lower-case "
+            "letters, digits, '_', '-' and '.'"
+        )
+    prefix = schema.DEFAULT_PREFIX if wanted is None else wanted
     for part in url.split(","):
         parts = urlsplit(part.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(
                 f"invalid Elasticsearch store URL {url!r}: expected http(s)://HOST:PORT"
             )
-        if parts.query:
-            wanted = parse_qs(parts.query).get("index", [""])[-1]
-            if not _PREFIX_RE.match(wanted):
-                raise UsageError(
-                    f"invalid index prefix in {url!r}: use ?index=NAME with lower-case "
-                    "letters, digits, '_', '-' and '.'"
-                )
-            prefix = wanted
         hosts.append(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
         shown.append(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
     return hosts, prefix, ",".join(shown)
+
+
+def store_engine(url: str) -> Engine:
+    """The engine an ``http(s)://`` store URL names with ``engine=elasticsearch`` or
+    ``engine=opensearch`` (:mod:`catalogd.store.engine`); Elasticsearch without one."""
+    try:
+        return url_engine(url) or DEFAULT_ENGINE
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def connect(engine: Engine, hosts: Sequence[str], **options: Any) -> Elasticsearch:
+    """The client of ``engine``: the ``elasticsearch`` client, or for OpenSearch the
+    ``opensearch-py`` client behind the same call surface (:mod:`.os_client`)."""
+    if engine == "opensearch":
+        require("opensearchpy", "opensearch")
+        from catalogd.store import os_client
+
+        return os_client.connect(hosts, **options)
+    return Elasticsearch(list(hosts), **options)
+
+
+def check_product(engine: Engine, client: Elasticsearch, where: str) -> None:
+    """The first request: the cluster answers, and is the engine the store is for
+    (EngineMismatch when it is the other one)."""
+    if engine == "opensearch":
+        from catalogd.store import os_client
+
+        client.cluster.health()
+        os_client.check_product(client, where)
+        return
+    try:
+        client.cluster.health()
+    except UnsupportedProductError as exc:  # the client checks every answer's product
+        server = exc.meta.headers.get("X-OpenSearch-Version") or ""  # OpenSearch/3.3.0 (.)
+        found = server.split(" ")[0].replace("/", " ") or "a server that is not Elasticsearch"
+        raise mismatch(where, found, engine) from None
 
 
 class ElasticsearchStore(Store):
@@ -127,6 +174,7 @@ class ElasticsearchStore(Store):
         *,
         prefix: str = schema.DEFAULT_PREFIX,
         shown_url: str | None = None,
+        engine: Engine = DEFAULT_ENGINE,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         bulk_retries: int = BULK_RETRIES,
         backoff_s: float = BACKOFF_INITIAL_S,
@@ -148,8 +196,12 @@ class ElasticsearchStore(Store):
         self._backoff_s = backoff_s
         self._closed = False
         self._write_lock = threading.RLock()
-        self._client = Elasticsearch(
-            list(hosts),
+        #: "elasticsearch" or "opensearch": which client, and what the server must be.
+        self.engine = engine
+        self._product = ENGINE_NAMES[engine]
+        self._client = connect(
+            engine,
+            hosts,
             request_timeout=request_timeout_s,
             # A node that cannot be reached is tried no more: the client sends the same
             # request to the next node (each once), so a cluster answers while one of its
@@ -159,7 +211,7 @@ class ElasticsearchStore(Store):
             retry_on_timeout=False,
         )
         try:
-            self._call(lambda c: c.cluster.health())
+            self._call(lambda c: check_product(engine, c, self.url))
             self._ensure_index(self._files, schema.FILES_MAPPING, self.files_settings)
             if check_version:
                 self._check_version()
@@ -171,7 +223,7 @@ class ElasticsearchStore(Store):
     def from_url(cls, url: str, **options: Any) -> ElasticsearchStore:
         """The store a URL names; ``options`` are the constructor's keywords."""
         hosts, prefix, shown = parse_url(url)
-        return cls(hosts, prefix=prefix, shown_url=shown, **options)
+        return cls(hosts, prefix=prefix, shown_url=shown, engine=store_engine(url), **options)
 
     @property
     def client(self) -> Elasticsearch:
@@ -199,11 +251,11 @@ class ElasticsearchStore(Store):
     def _call(self, request: Any) -> Any:
         """``request(client)``, with the client's exceptions translated."""
         if self._closed:
-            raise StoreError(f"the Elasticsearch store {self._where} is closed")
+            raise StoreError(f"the {self._product} store {self._where} is closed")
         try:
             return request(self._client)
         except CLIENT_ERRORS as exc:
-            raise translate(exc, self._where) from exc
+            raise translate(exc, self._where, self._product) from exc
 
     def _ensure_index(self, alias: str, mapping: dict[str, Any], settings: dict[str, Any]) -> None:
         """The template, and the first version of the index behind ``alias``, if absent."""
@@ -220,7 +272,7 @@ class ElasticsearchStore(Store):
             )
         except CLIENT_ERRORS as exc:
             if "resource_already_exists_exception" not in str(exc):
-                raise translate(exc, self._where) from exc
+                raise translate(exc, self._where, self._product) from exc
             if not self._call(lambda c: c.indices.exists_alias(name=alias)):
                 self._call(lambda c: c.indices.put_alias(index=index, name=alias))
 
@@ -300,16 +352,16 @@ class ElasticsearchStore(Store):
                 if source is not None:
                     operations.append(source)
             if self._closed:
-                raise StoreError(f"the Elasticsearch store {self._where} is closed")
+                raise StoreError(f"the {self._product} store {self._where} is closed")
             try:
                 response = self._client.bulk(
                     operations=operations, index=index, refresh=refresh
                 ).body
             except CLIENT_ERRORS as exc:
                 if retryable(exc):
-                    failure = str(translate(exc, self._where))
+                    failure = str(translate(exc, self._where, self._product))
                     continue
-                raise translate(exc, self._where) from exc
+                raise translate(exc, self._where, self._product) from exc
             if not response.get("errors"):
                 return
             retry: list[Action] = []
@@ -324,14 +376,14 @@ class ElasticsearchStore(Store):
                     continue
                 what = action[2].get("path") if action[2] else action[1]
                 raise StoreError(
-                    f"Elasticsearch at {self._where} refused to {action[0]} {what!r}: "
+                    f"{self._product} at {self._where} refused to {action[0]} {what!r}: "
                     f"{result.get('error')}"
                 )
             if not retry:
                 return
             pending = retry
         raise StoreUnavailable(
-            f"Elasticsearch at {self._where} did not take {len(pending)} writes after "
+            f"{self._product} at {self._where} did not take {len(pending)} writes after "
             f"{self._retries + 1} attempts: {failure}"
         )
 

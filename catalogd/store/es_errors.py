@@ -84,8 +84,9 @@ def retryable_item(status: int, error: object) -> bool:
     return status == 403 and isinstance(error, dict) and error.get("type") == WRITE_BLOCK
 
 
-def translate(exc: BaseException, where: str) -> StoreError:
-    """The StoreError ``exc`` becomes (StoreUnavailable for 429 and 5xx answers too)."""
+def translate(exc: BaseException, where: str, product: str = "Elasticsearch") -> StoreError:
+    """The StoreError ``exc`` becomes (StoreUnavailable for 429 and 5xx answers too);
+    ``product`` names the server in the message (OpenSearch for that engine)."""
     kind: type[StoreError] = StoreError
     for cls in type(exc).__mro__:
         if cls in ERROR_MAP:
@@ -98,7 +99,7 @@ def translate(exc: BaseException, where: str) -> StoreError:
     message = getattr(exc, "message", None)
     if isinstance(message, str) and message and message not in detail:
         detail = f"{detail}: {message}"
-    return kind(f"Elasticsearch at {where}: {detail}")
+    return kind(f"{product} at {where}: {detail}")
 
 
 @contextmanager
