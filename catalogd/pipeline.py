@@ -33,7 +33,7 @@ import posixpath
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,7 +233,7 @@ def tree_pass(
     stop: threading.Event | None = None,
     result: TreePass | None = None,
     probe_suffixes: frozenset[str] | None = None,
-) -> Iterator[AuditPart]:
+) -> Generator[AuditPart, None, None]:
     """Walk ``root`` and everything below it; yields the walker's parts (the regular
     files' stat tuples in ``files``, the directories in ``dirs``; ``root`` itself is in
     the first part) while filling ``result``. With ``check``, the policy of every entry is

@@ -578,8 +578,9 @@ class Daemon:
             request.root,
             known,
             emit=lambda works: self._inbox.put(("work", works)),
+            policy=self.pipeline.policy,
             directories=request.directories,
-            workers=self.settings.scan.workers,
+            processes=self.settings.scan.workers,
             cross_mounts=self.settings.scan.cross_mounts,
             stop=self._reconcile_stop,
         )
