@@ -129,6 +129,9 @@ class AuditPart:
     #: With ``probe_suffixes``: the files without such a suffix that carry the HDF5
     #: signature (read by the walking process, so the caller opens no file to decide).
     hdf5: list[str] = field(default_factory=list)
+    #: With ``on_part``: regular files taken out of ``files`` by it, as ``(path, what
+    #: on_part made of them)`` (the scan's store rows; see catalogd.pipeline.RowMaker).
+    rows: list[tuple[str, Any]] = field(default_factory=list)
 
     def merge(self, other: AuditPart) -> None:
         self.entries += other.entries
@@ -140,6 +143,7 @@ class AuditPart:
         self.unlisted.extend(other.unlisted)
         self.errors.extend(other.errors)
         self.hdf5.extend(other.hdf5)
+        self.rows.extend(other.rows)
 
 
 def read_facts(
@@ -200,9 +204,12 @@ class TreeAuditor:
         collect: bool = False,
         check: bool = True,
         probe_suffixes: frozenset[str] | None = None,
+        on_part: Callable[[AuditPart], None] | None = None,
     ) -> None:
         #: Look for the HDF5 signature in collected files without one of these suffixes.
         self.probe_suffixes = probe_suffixes
+        #: Called with every part in the process that walked it (:meth:`finish`).
+        self.on_part = on_part
         self.policy = policy
         #: Keep the stat facts of files and the directories (the scan, the reconcile).
         self.collect = collect
@@ -423,9 +430,17 @@ class TreeAuditor:
         stack = list(stack)
         while stack and (budget is None or part.entries < budget):
             stack.extend(self.list_dir(stack.pop(), part))
+        self.finish(part)
+        return part, stack
+
+    def finish(self, part: AuditPart) -> None:
+        """What the walking process does with a part before handing it back: the HDF5
+        probe (with ``probe_suffixes``), then ``on_part`` (the scan builds documents
+        there, see :class:`catalogd.pipeline.RowMaker`)."""
         if self.probe_suffixes is not None:
             self.probe(part)
-        return part, stack
+        if self.on_part is not None:
+            self.on_part(part)
 
     def probe(self, part: AuditPart) -> None:
         """Note in ``part.hdf5`` the collected files that carry the HDF5 signature."""
@@ -532,8 +547,7 @@ def iter_tree(
             following.extend(auditor.list_dir(directory, top))
         frontier = following
         depth += 1
-    if auditor.probe_suffixes is not None:
-        auditor.probe(top)
+    auditor.finish(top)
     yield top
     if not parallel or len(frontier) <= 1:
         while frontier and not (stop is not None and stop.is_set()):

@@ -16,6 +16,7 @@ value round trips and equality stays exact. JSON columns escape non-ASCII text.
 
 from __future__ import annotations
 
+import copyreg
 import json
 import os
 import sqlite3
@@ -298,6 +299,15 @@ class DocRow:
     groups: tuple[TextValue, ...]
     #: For a master: the paths of the files it names.
     links: tuple[bytes, ...] = ()
+
+
+def _reduce_row(row: DocRow) -> tuple[type[DocRow], tuple[object, ...]]:
+    return (DocRow, (row.id, row.columns, row.text, row.groups, row.links))
+
+
+# The scan's walking children send rows back: pickled as their values (a dataclass's
+# own pickling is several times slower).
+copyreg.pickle(DocRow, _reduce_row)
 
 
 def doc_row(doc: FileDocument) -> DocRow:
