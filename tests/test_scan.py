@@ -124,9 +124,13 @@ def test_scan_errors_are_usage_errors(tmp_path: Path) -> None:
         scanner(tmp_path, store).scan("relative/dir")
 
 
-def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path, kind: str) -> None:
+    """Also into SQLite, where the walking children build the other files' rows: the
+    HDF5 files (by suffix or signature) still go to the indexers."""
     import h5py
 
+    from catalogd.store.sqlite import SQLiteStore
     from indexers import IndexerSettings, Registry
 
     tree(tmp_path)
@@ -137,11 +141,12 @@ def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> Non
         entry["title"] = "gold foil"
     (raw / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
     (raw / "noext").write_bytes((raw / "good.h5").read_bytes())
-    store = MemoryStore()
+    db = tmp_path.parent / f"{tmp_path.name}-store" / "c.db"  # outside the scanned tree
+    store = MemoryStore() if kind == "memory" else SQLiteStore(str(db))
     settings = IndexerSettings(isolation="inline")
     with Registry.from_entry_points(settings=settings) as registry:
         layout = LayoutConfig(root=str(tmp_path))
-        stats = Scanner(store, layout, registry=registry).scan(str(tmp_path))
+        stats = Scanner(store, layout, registry=registry, workers=2).scan(str(tmp_path))
     # good.h5, noext, broken.h5 and the three scan_*.nxs that only claim HDF5 by name
     assert (stats.files, stats.extracted, stats.extraction_failures) == (7, 6, 4)
     docs = {Path(d.path).name: d for d in store.iter_documents()}
@@ -151,6 +156,7 @@ def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> Non
     assert docs["scan_0001.nxs"].error  # claims HDF5 by its suffix but is not
     assert docs["notes.txt"].kind == "other" and docs["notes.txt"].error is None
     assert store.search(SearchQuery(text="gold")).total == 2
+    store.close()
 
 
 def test_scan_walks_in_child_processes_beside_the_store_threads(tmp_path: Path) -> None:
