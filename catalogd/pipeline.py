@@ -33,12 +33,12 @@ import posixpath
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from catalogd.document import FileDocument, document_id
-from catalogd.errors import UsageError, describe_os_error
+from catalogd.errors import StoreError, UsageError, describe_os_error
 from catalogd.identity import NameCache
 from catalogd.layout import LayoutConfig, Level, Location, access_groups, classify
 from catalogd.policy import Policy
@@ -90,6 +90,10 @@ def compare_stat(before: Fingerprint | None, st: os.stat_result) -> Change:
 
 # -- document ------------------------------------------------------------------------
 _INSIDE_LEVELS = (Level.AREA, Level.INSIDE)
+_INSIDE = Level.INSIDE.value
+#: What the files of one directory inside a visit share: the start of their inner path,
+#: their layout fields but the inner path, and their access groups.
+_Directory = tuple[str, dict[str, Any], tuple[str, ...]]
 
 
 class Documents:
@@ -104,9 +108,9 @@ class Documents:
         self.layout = layout
         self.names = names
         self.clock = clock
-        self._dirs: dict[str, tuple[Location, dict[str, Any]] | None] = {}
+        self._dirs: dict[str, _Directory | None] = {}
 
-    def _directory(self, directory: str) -> tuple[Location, dict[str, Any]] | None:
+    def _directory(self, directory: str) -> _Directory | None:
         try:
             return self._dirs[directory]
         except KeyError:
@@ -114,11 +118,12 @@ class Documents:
         if len(self._dirs) > 100_000:
             self._dirs.clear()
         location = classify(directory, self.layout)
-        value: tuple[Location, dict[str, Any]] | None = None
+        value: _Directory | None = None
         if location.level in _INSIDE_LEVELS:
-            common: dict[str, Any] = dict(location.fields())
-            common["access_groups"] = access_groups(location, self.layout, is_dir=False)
-            value = (location, common)
+            common = _fields(location)
+            del common["inner_path"]
+            groups = access_groups(location, self.layout, is_dir=False)
+            value = (f"{location.inner_path}/", common, groups)
         self._dirs[directory] = value
         return value
 
@@ -126,39 +131,105 @@ class Documents:
         self, path: str, st: os.stat_result, *, indexed_at: float | None = None
     ) -> FileDocument:
         """The document for one regular file, without metadata yet."""
+        return self.from_file_stat(file_stat(path, st), indexed_at=indexed_at)
+
+    def from_file_stat(self, fs: FileStat, *, indexed_at: float | None = None) -> FileDocument:
+        """:meth:`build` from the walk's stat tuple of a regular file."""
+        path, mode, ino, dev, _, uid, gid, size, mtime, ctime = fs
         directory, name = posixpath.split(path)
         cached = self._directory(directory) if name and "//" not in path else None
         if cached is None:
             location = classify(path, self.layout)
-            fields: dict[str, Any] = dict(location.fields())
-            groups = access_groups(location, self.layout, is_dir=stat.S_ISDIR(st.st_mode))
+            fields = _fields(location)
+            inner_path = fields.pop("inner_path")
             level = location.level.value
+            groups = access_groups(location, self.layout, is_dir=stat.S_ISDIR(mode))
+            name = os.path.basename(path)
         else:
-            dir_location, common = cached
-            fields = dict(common)
-            groups = fields.pop("access_groups")
-            fields["inner_path"] = f"{dir_location.inner_path}/{name}"
-            level = Level.INSIDE.value
+            inner, fields, groups = cached
+            inner_path = inner + name
+            level = _INSIDE
         names = self.names
         return FileDocument(
             id=document_id(path),
             path=path,
-            name=name if cached is not None else os.path.basename(path),
-            size=st.st_size,
-            mtime=st.st_mtime,
-            ctime=st.st_ctime,
-            inode=st.st_ino,
-            dev=st.st_dev,
-            uid=st.st_uid,
-            gid=st.st_gid,
-            owner=names.owner(st.st_uid),
-            group=names.group(st.st_gid),
-            mode=st.st_mode,
+            name=name,
+            size=size,
+            mtime=mtime,
+            ctime=ctime,
+            inode=ino,
+            dev=dev,
+            uid=uid,
+            gid=gid,
+            owner=names.owner(uid),
+            group=names.group(gid),
+            mode=mode,
             level=level,
             access_groups=groups,
+            inner_path=inner_path,
             indexed_at=self.clock() if indexed_at is None else indexed_at,
             **fields,
         )
+
+
+class RowMaker:
+    """The scan's document stage, run in the walking children (``on_part`` of
+    :func:`tree_pass`; forked with the scan's state: the stored fingerprints, the
+    layout, the name cache): each part's new and changed files (all with ``refresh``)
+    that the indexers will not read get their documents built and encoded for the store
+    there (``encode``: the SQLite store's :func:`~catalogd.store.sqlite_schema.doc_row`),
+    and move from ``part.files`` into ``part.rows``. The caller hands the rows to the
+    store as they are; the other files (unchanged, changed in their attributes only,
+    for the indexers, or whose document the store refuses) stay in ``part.files`` for
+    the caller's own stages, so every file takes the same decisions as before.
+
+    So the process with the store's writer thread builds no documents: that thread then
+    no longer waits for the GIL between rows (measured beside a busy thread: 7x slower)."""
+
+    def __init__(
+        self,
+        documents: Documents,
+        encode: Callable[[FileDocument], Any],
+        known: Mapping[str, Fingerprint],
+        *,
+        refresh: bool,
+        extract_suffixes: frozenset[str] | None,
+    ) -> None:
+        self.documents = documents
+        self.encode = encode
+        self.known = known
+        self.refresh = refresh
+        #: With indexers: the suffixes of their files (and the probed ones go to them).
+        self.extract_suffixes = extract_suffixes
+
+    def __call__(self, part: AuditPart) -> None:
+        extract = self.extract_suffixes
+        signed = frozenset(part.hdf5)
+        known, refresh = self.known, self.refresh
+        build, encode = self.documents.from_file_stat, self.encode
+        keep: list[FileStat] = []
+        rows = part.rows
+        for fs in part.files:
+            path = fs[0]
+            if extract is not None and (
+                path in signed or os.path.splitext(path)[1].lower() in extract
+            ):
+                keep.append(fs)
+                continue
+            if not refresh:
+                change = compare(known.get(path), fs[7], fs[8], fs[9], fs[2])
+                if change is Change.NONE or change is Change.ATTRIB:
+                    keep.append(fs)
+                    continue
+            try:
+                rows.append((path, encode(build(fs))))
+            except StoreError:  # the caller's put says why, as before
+                keep.append(fs)
+        part.files = keep
+
+
+def _fields(location: Location) -> dict[str, Any]:
+    return dict(location.fields())
 
 
 def keep_metadata(doc: FileDocument, previous: FileDocument) -> FileDocument:
@@ -233,7 +304,8 @@ def tree_pass(
     stop: threading.Event | None = None,
     result: TreePass | None = None,
     probe_suffixes: frozenset[str] | None = None,
-) -> Iterator[AuditPart]:
+    on_part: Callable[[AuditPart], None] | None = None,
+) -> Generator[AuditPart, None, None]:
     """Walk ``root`` and everything below it; yields the walker's parts (the regular
     files' stat tuples in ``files``, the directories in ``dirs``; ``root`` itself is in
     the first part) while filling ``result``. With ``check``, the policy of every entry is
@@ -258,6 +330,7 @@ def tree_pass(
         collect=True,
         check=check,
         probe_suffixes=probe_suffixes,
+        on_part=on_part,
     )
     first = AuditPart(entries=1)
     auditor.check_entry(first, root, root_stat, None)
@@ -272,14 +345,13 @@ def tree_pass(
         first.files.append(file_stat(root, root_stat))
     else:
         first.others += 1
-    if probe_suffixes is not None:
-        auditor.probe(first)
+    auditor.finish(first)
     parts: Iterable[AuditPart] = [first]
     if is_dir:
         parts = _chain(first, iter_tree(auditor, root, processes=processes, stop=stop))
     for part in parts:
         res.directories += len(part.dirs)
-        res.files += len(part.files)
+        res.files += len(part.files) + len(part.rows)
         res.others += part.others
         res.findings.extend(part.findings)
         res.unlisted.extend(part.unlisted)
@@ -321,6 +393,7 @@ def record_pass(store: Store, tree: TreePass) -> None:
 __all__ = [
     "Change",
     "Documents",
+    "RowMaker",
     "FileStat",
     "TreePass",
     "as_stat",

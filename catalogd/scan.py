@@ -34,8 +34,8 @@ from catalogd.pipeline import (
     DEFAULT_PROCESSES,
     Change,
     Documents,
+    RowMaker,
     TreePass,
-    as_stat,
     compare,
     extract_documents,
     gone_after_pass,
@@ -46,6 +46,8 @@ from catalogd.pipeline import (
 from catalogd.policy import Policy, make_policy
 from catalogd.policy.walker import Opener, open_dir
 from catalogd.store.base import Store
+from catalogd.store.sqlite import SQLiteStore
+from catalogd.store.sqlite_schema import DocRow
 from indexers.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -146,9 +148,17 @@ class Scanner:
         hdf5_suffixes = frozenset(
             s.lower() for s in (self.registry.settings.hdf5_suffixes if self.registry else ())
         )
-        build = self.documents.build
+        build = self.documents.from_file_stat
         refresh = self.refresh
         last_report = 0.0
+        rows: list[DocRow] = []
+        row_store = self.store if isinstance(self.store, SQLiteStore) else None
+        maker = None
+        if row_store is not None:
+            extract = hdf5_suffixes if self.registry is not None else None
+            maker = RowMaker(
+                self.documents, row_store.encode, known, refresh=refresh, extract_suffixes=extract
+            )
         parts = tree_pass(
             root,
             self.policy,
@@ -157,8 +167,18 @@ class Scanner:
             opener=self._opener,
             result=tree,
             probe_suffixes=hdf5_suffixes if self.registry is not None else None,
+            on_part=maker,
         )
         for part in parts:
+            if part.rows:
+                assert row_store is not None
+                for path, row in part.rows:
+                    known.pop(path, None)
+                    rows.append(row)
+                if len(rows) >= self.batch_size:
+                    row_store.put_rows(rows)
+                    stats.stored += len(rows)
+                    rows = []
             signed = set(part.hdf5)
             for fs in part.files:
                 path, _, inode, _, _, _, _, size, mtime, ctime = fs
@@ -167,7 +187,7 @@ class Scanner:
                 if change is Change.NONE:
                     stats.unchanged += 1
                     continue
-                doc = build(path, as_stat(fs))
+                doc = build(fs)
                 previous = None
                 if change is Change.ATTRIB and before is not None:
                     previous = self.store.get(before.id)
@@ -197,6 +217,10 @@ class Scanner:
             batch.extend(self._extract(pending, stats))
         if batch:
             self._put(batch, stats)
+        if rows:
+            assert row_store is not None
+            row_store.put_rows(rows)
+            stats.stored += len(rows)
         for error in tree.errors:
             log.warning("%s", error)
         stats.errors = list(tree.errors)

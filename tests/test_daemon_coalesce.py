@@ -16,6 +16,10 @@ from catalogd.daemon.coalesce import Coalescer, Work
 from catalogd.daemon.reconcile import confirm_gone, reconcile
 from catalogd.document import document_id
 from catalogd.events import EventKind, Moved, PathEvent
+from catalogd.identity import NameCache
+from catalogd.layout import LayoutConfig
+from catalogd.policy import Policy, make_policy
+from catalogd.policy.walker import open_dir
 from catalogd.store.base import Fingerprint
 
 Q = 2.0
@@ -262,6 +266,8 @@ def test_recent_mtime_without_a_close_is_not_ready(tmp_path: Path) -> None:
 
 
 # -- reconcile decisions --------------------------------------------------------------
+def _policy(root: Path) -> Policy:
+    return make_policy(None, LayoutConfig(root=str(root)), NameCache())
 
 
 def test_reconcile_compares_fingerprints_both_ways(tmp_path: Path) -> None:
@@ -280,7 +286,7 @@ def test_reconcile_compares_fingerprints_both_ways(tmp_path: Path) -> None:
     os.chmod(attrib, 0o600)
     changed.write_bytes(b"22")
     emitted: list[Work] = []
-    result = reconcile(str(root), known, emit=emitted.extend)
+    result = reconcile(str(root), known, emit=emitted.extend, policy=_policy(root))
     by_path = {w.path: w for w in emitted}
     assert result.complete and result.files == 4 and result.directories == 2
     assert str(same) not in by_path
@@ -299,11 +305,13 @@ def test_reconcile_never_deletes_below_a_directory_it_could_not_list(tmp_path: P
     inside = str(root / "locked" / "f")
     known = [Fingerprint(document_id(inside), inside, 1, 1.0, 1.0, 1)]
 
-    def scandir(path: str) -> os._ScandirIterator[str]:
+    def opener(path: str) -> int:
         if path.endswith("locked"):
             raise PermissionError(13, "Permission denied", path)
-        return os.scandir(path)
+        return open_dir(path)
 
-    result = reconcile(str(root), known, emit=lambda works: None, scandir=scandir)
+    result = reconcile(
+        str(root), known, emit=lambda works: None, policy=_policy(root), opener=opener
+    )
     assert result.complete and result.unlisted == [str(root / "locked")]
     assert result.gone == []

@@ -124,9 +124,13 @@ def test_scan_errors_are_usage_errors(tmp_path: Path) -> None:
         scanner(tmp_path, store).scan("relative/dir")
 
 
-def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path, kind: str) -> None:
+    """Also into SQLite, where the walking children build the other files' rows: the
+    HDF5 files (by suffix or signature) still go to the indexers."""
     import h5py
 
+    from catalogd.store.sqlite import SQLiteStore
     from indexers import IndexerSettings, Registry
 
     tree(tmp_path)
@@ -137,11 +141,12 @@ def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> Non
         entry["title"] = "gold foil"
     (raw / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
     (raw / "noext").write_bytes((raw / "good.h5").read_bytes())
-    store = MemoryStore()
+    db = tmp_path.parent / f"{tmp_path.name}-store" / "c.db"  # outside the scanned tree
+    store = MemoryStore() if kind == "memory" else SQLiteStore(str(db))
     settings = IndexerSettings(isolation="inline")
     with Registry.from_entry_points(settings=settings) as registry:
         layout = LayoutConfig(root=str(tmp_path))
-        stats = Scanner(store, layout, registry=registry).scan(str(tmp_path))
+        stats = Scanner(store, layout, registry=registry, workers=2).scan(str(tmp_path))
     # good.h5, noext, broken.h5 and the three scan_*.nxs that only claim HDF5 by name
     assert (stats.files, stats.extracted, stats.extraction_failures) == (7, 6, 4)
     docs = {Path(d.path).name: d for d in store.iter_documents()}
@@ -151,6 +156,7 @@ def test_scan_stores_metadata_and_records_unreadable_hdf5(tmp_path: Path) -> Non
     assert docs["scan_0001.nxs"].error  # claims HDF5 by its suffix but is not
     assert docs["notes.txt"].kind == "other" and docs["notes.txt"].error is None
     assert store.search(SearchQuery(text="gold")).total == 2
+    store.close()
 
 
 def test_scan_walks_in_child_processes_beside_the_store_threads(tmp_path: Path) -> None:
@@ -171,3 +177,49 @@ def test_scan_walks_in_child_processes_beside_the_store_threads(tmp_path: Path) 
         assert {d.path for d in store.iter_documents()} == expected
         again = Scanner(store, LayoutConfig(root=str(root)), workers=2).scan(str(root))
         assert (again.unchanged, again.stored) == (len(expected), 0)
+
+
+def test_a_scan_stores_exactly_the_documents_of_the_one_file_builder(tmp_path: Path) -> None:
+    """What ``catalogd scan`` stores (walked in children, built per directory, written in
+    batches into a real SQLite store) is, for every file, exactly the document
+    :class:`catalogd.document.DocumentBuilder` makes from the file's ``lstat`` alone (the
+    plain path that classifies each file on its own); and ``refresh`` writes them again
+    unchanged."""
+    from catalogd.document import DocumentBuilder
+    from catalogd.identity import NameCache
+    from catalogd.store.sqlite import SQLiteStore
+
+    root = tmp_path / "data"
+    for v in range(12):
+        raw = root / f"{('visitor', 'staff', 'proprietary')[v % 3]}/bl{v % 2}/2017{v:04d}"
+        raw = raw / ("2017112208", "nodate", "20171301x")[v % 3] / "raw"
+        (raw / "deep" / "er").mkdir(parents=True)
+        for i in range(30):
+            (raw / f"f{i}.cbf").write_bytes(b"x" * i)
+        (raw / "deep" / "er" / "g.txt").write_text("g", encoding="utf-8")
+        (raw.parent / "stray.log").write_bytes(b"")  # an area that is not one
+        (raw.parent.parent / "at-the-proposal.txt").write_bytes(b"p")
+    os.chmod(root / "visitor/bl0/20170000/2017112208/raw/f3.cbf", 0o4755)
+    os.chown(root / "staff/bl1/20170001/nodate/raw/f4.cbf", 65534, 65534)
+    (root / "visitor" / "bl0" / "beamline-level.txt").write_bytes(b"b")
+    (root / "unknown-type").mkdir()
+    (root / "unknown-type" / "x.dat").write_bytes(b"u")
+    (root / "top.txt").write_bytes(b"t")
+    with open(os.fsencode(root / "visitor/bl0/20170000/2017112208/raw") + b"/\xff.cbf", "wb"):
+        pass
+    layout = LayoutConfig(root=str(root))
+    clock = lambda: 1_700_000_000.5  # noqa: E731
+    reference = DocumentBuilder(layout, NameCache(), clock)
+    expected = {}
+    for top, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(top, name)
+            expected[path] = reference.build(path, os.lstat(path))
+    with SQLiteStore(str(tmp_path / "c.db")) as store:
+        scan = Scanner(store, layout, workers=2, batch_size=7, clock=clock)
+        stats = scan.scan(str(root))
+        assert stats.files == len(expected) == 12 * 33 + 4
+        assert {d.path: d for d in store.iter_documents()} == expected
+        scan.refresh = True
+        assert scan.scan(str(root)).stored == len(expected)
+        assert {d.path: d for d in store.iter_documents()} == expected

@@ -35,9 +35,9 @@ from catalogd.pipeline import (
     wants_extraction,
 )
 from catalogd.policy import Policy
+from catalogd.policy.walker import Lstat
 from catalogd.store.base import Fingerprint, Store
 from catalogd.store.query import under_prefix
-from catalogd.walk import Lstat
 
 log = logging.getLogger(__name__)
 

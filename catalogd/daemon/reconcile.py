@@ -16,8 +16,12 @@ and never below a directory that could not be listed (its files may still exist)
 caller deletes them after confirming with ``lstat`` (:func:`confirm_gone`), because a
 file may have been created again since the walk passed its directory.
 
-The walk runs in the caller's thread; ``emit`` receives work in chunks as it is found,
-so the daemon starts on the first changes while a big tree is still being walked.
+The walk is the scan's (:func:`catalogd.pipeline.tree_pass` with ``check=False``:
+forked children list and ``fstatat`` the entries and send back stat tuples in parts; the
+daemon's pipeline checks the policy of what it is handed). ``root`` is the daemon's
+subtree (``[watch] subtree``) or any directory below it. ``emit`` receives work in
+chunks as the parts arrive, so the daemon starts on the first changes while a big tree
+is still being walked.
 """
 
 from __future__ import annotations
@@ -31,10 +35,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from catalogd.daemon.coalesce import Work
-from catalogd.errors import describe_os_error
+from catalogd.errors import UsageError
+from catalogd.pipeline import (
+    DEFAULT_PROCESSES,
+    Change,
+    TreePass,
+    compare,
+    gone_after_pass,
+    tree_pass,
+)
+from catalogd.policy import Policy
+from catalogd.policy.walker import Lstat, Opener, open_dir
 from catalogd.store.base import Fingerprint
-from catalogd.store.query import under_prefix
-from catalogd.walk import DEFAULT_WORKERS, Lstat, Scandir, walk
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +77,17 @@ def reconcile(
     known: Iterable[Fingerprint],
     *,
     emit: Callable[[list[Work]], None],
+    policy: Policy,
     directories: bool = True,
-    workers: int = DEFAULT_WORKERS,
+    processes: int = DEFAULT_PROCESSES,
     cross_mounts: bool = False,
     stop: threading.Event | None = None,
-    scandir: Scandir = os.scandir,
-    lstat: Lstat = os.lstat,
+    opener: Opener = open_dir,
 ) -> ReconcileResult:
     """Compare the tree at ``root`` with ``known`` (the store's fingerprints under
     ``root``, read *before* the walk starts) and emit the work that brings the store up
-    to date. See the module docstring."""
+    to date. ``policy`` gives the walk its layout and ACL setting (it checks nothing).
+    See the module docstring."""
     result = ReconcileResult(root)
     snapshot = {fp.path: fp for fp in known}
     chunk: list[Work] = []
@@ -85,59 +98,65 @@ def reconcile(
             emit(chunk.copy())
             chunk.clear()
 
-    try:
-        entries = walk(
-            root, workers=workers, cross_mounts=cross_mounts, scandir=scandir, lstat=lstat
-        )
-        for entry in entries:
-            if stop is not None and stop.is_set():
-                log.info("reconcile of %s interrupted", root)
-                emit(chunk)
-                result.elapsed_s = time.monotonic() - result.started
-                return result
-            if entry.error is not None:
-                result.errors.append(describe_os_error(entry.error))
-                if entry.is_dir:
-                    result.unlisted.append(entry.path)
-                snapshot.pop(entry.path, None)  # cannot tell: keep its document
-                continue
-            st = entry.stat
-            assert st is not None
-            if entry.is_dir:
-                result.directories += 1
-                if directories:
-                    push(Work(entry.path, attrib=True, is_dir=True))
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue  # links and special files are not catalogued
-            result.files += 1
-            before = snapshot.pop(entry.path, None)
-            now = Fingerprint.of_stat(before.id if before else "", entry.path, st)
-            if before is None:
-                result.new += 1
-                push(Work(entry.path, content=True))
-            elif not before.same_content(now):
-                result.changed += 1
-                push(Work(entry.path, content=True))
-            elif before.ctime != now.ctime:
-                result.attrib += 1
-                push(Work(entry.path, attrib=True))
-    except FileNotFoundError:
-        # The root itself is gone: everything below it is.
-        pass
-    except OSError as exc:
-        result.errors.append(describe_os_error(exc))
-        log.warning("cannot reconcile %s", describe_os_error(exc))
+    def finish(complete: bool) -> ReconcileResult:
         emit(chunk)
+        result.complete = complete
         result.elapsed_s = time.monotonic() - result.started
         return result
-    emit(chunk)
-    result.gone = [
-        fp for fp in snapshot.values() if not any(under_prefix(fp.path, d) for d in result.unlisted)
-    ]
-    result.complete = True
-    result.elapsed_s = time.monotonic() - result.started
-    return result
+
+    tree = TreePass(root)
+    try:
+        os.lstat(root)
+    except FileNotFoundError:  # the root itself is gone: everything below it is
+        result.gone = list(snapshot.values())
+        return finish(True)
+    except OSError:
+        pass  # tree_pass says why
+    parts = tree_pass(
+        root,
+        policy,
+        check=False,
+        processes=processes,
+        cross_mounts=cross_mounts,
+        opener=opener,
+        stop=stop,
+        result=tree,
+    )
+    try:
+        for part in parts:
+            if stop is not None and stop.is_set():
+                break
+            result.directories += len(part.dirs)
+            if directories:
+                for path in part.dirs:
+                    push(Work(path, attrib=True, is_dir=True))
+            result.files += len(part.files)
+            for fs in part.files:
+                path, _, inode, _, _, _, _, size, mtime, ctime = fs
+                before = snapshot.pop(path, None)
+                change = compare(before, size, mtime, ctime, inode)
+                if change is Change.NEW:
+                    result.new += 1
+                    push(Work(path, content=True))
+                elif change is Change.CONTENT:
+                    result.changed += 1
+                    push(Work(path, content=True))
+                elif change is Change.ATTRIB:
+                    result.attrib += 1
+                    push(Work(path, attrib=True))
+    except UsageError as exc:  # the root cannot be read (or is not a directory)
+        result.errors.append(str(exc))
+        log.warning("cannot reconcile %s", exc)
+        return finish(False)
+    finally:
+        parts.close()  # stops the walking children when the walk was left early
+    result.unlisted = list(tree.unlisted)
+    result.errors.extend(tree.errors)
+    if not tree.complete or (stop is not None and stop.is_set()):
+        log.info("reconcile of %s interrupted", root)
+        return finish(False)
+    result.gone = gone_after_pass(snapshot.values(), result.unlisted)
+    return finish(True)
 
 
 def confirm_gone(

@@ -578,8 +578,9 @@ class Daemon:
             request.root,
             known,
             emit=lambda works: self._inbox.put(("work", works)),
+            policy=self.pipeline.policy,
             directories=request.directories,
-            workers=self.settings.scan.workers,
+            processes=min(self.settings.scan.workers, os.cpu_count() or 1),  # as the scan
             cross_mounts=self.settings.scan.cross_mounts,
             stop=self._reconcile_stop,
         )

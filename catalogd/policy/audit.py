@@ -20,6 +20,7 @@ from catalogd.policy.settings import PolicySettings
 from catalogd.policy.walker import (
     AuditPart,
     FixTarget,
+    Lstat,
     Opener,
     TreeAuditor,
     open_dir,
@@ -27,7 +28,6 @@ from catalogd.policy.walker import (
     walk_tree,
 )
 from catalogd.violations import Violation
-from catalogd.walk import Lstat
 
 #: Processes walking subtrees at most (the CLI's ``--workers`` and ``[scan] workers``).
 DEFAULT_PROCESSES = os.cpu_count() or 1

@@ -27,6 +27,7 @@ from catalogd.store.sqlite_schema import (
     DOC_SELECT,
     SQLITE_ERRORS,
     VIOLATION_SELECT,
+    DocRow,
     dec_u64,
     doc_row,
     enc_path,
@@ -193,7 +194,14 @@ class SQLiteStore(Store):
 
     # -- writes -----------------------------------------------------------------------------
     def put(self, docs: Iterable[FileDocument]) -> None:
-        rows = [doc_row(doc) for doc in docs]
+        self.put_rows([doc_row(doc) for doc in docs])
+
+    #: What :meth:`put_rows` takes for a document (the scan encodes in its walking
+    #: children, see catalogd.pipeline.RowMaker).
+    encode = staticmethod(doc_row)
+
+    def put_rows(self, rows: list[DocRow]) -> None:
+        """``put`` of documents already encoded with :attr:`encode`."""
         for start in range(0, len(rows), MAX_BATCH_DOCS):
             self._enqueue(Put(rows[start : start + MAX_BATCH_DOCS]))
 

@@ -16,6 +16,7 @@ value round trips and equality stays exact. JSON columns escape non-ASCII text.
 
 from __future__ import annotations
 
+import copyreg
 import json
 import os
 import sqlite3
@@ -245,6 +246,26 @@ def _json(value: Any) -> str:
     return _JSON.encode(value)
 
 
+#: The JSON of access-group tuples seen (a tree has few distinct ones); bounded.
+_GROUPS_JSON: dict[tuple[str, ...], str] = {}
+_GROUPS_JSON_MAX = 10_000
+
+
+def _groups_json(groups: tuple[str, ...]) -> str:
+    """``_json(list(groups))``, computed once per distinct tuple."""
+    try:
+        return _GROUPS_JSON[groups]
+    except KeyError:
+        pass
+    except TypeError:  # not hashable: not a tuple of strings; let the encoder say why
+        return _json(list(groups))
+    text = _json(list(groups))
+    if len(_GROUPS_JSON) >= _GROUPS_JSON_MAX:
+        _GROUPS_JSON.clear()
+    _GROUPS_JSON[groups] = text
+    return text
+
+
 # -- documents ---------------------------------------------------------------------------
 #: Column order of docs after file_id; also the SELECT list that row_doc reads.
 DOC_COLUMNS = (
@@ -280,6 +301,15 @@ class DocRow:
     links: tuple[bytes, ...] = ()
 
 
+def _reduce_row(row: DocRow) -> tuple[type[DocRow], tuple[object, ...]]:
+    return (DocRow, (row.id, row.columns, row.text, row.groups, row.links))
+
+
+# The scan's walking children send rows back: pickled as their values (a dataclass's
+# own pickling is several times slower).
+copyreg.pickle(DocRow, _reduce_row)
+
+
 def doc_row(doc: FileDocument) -> DocRow:
     try:
         start = doc.start_time
@@ -289,8 +319,9 @@ def doc_row(doc: FileDocument) -> DocRow:
             doc.uid, doc.gid, enc_text(doc.owner), enc_text(doc.group), doc.mode,
             enc_text(doc.level), enc_text(doc.user_type), enc_text(doc.beamline),
             enc_text(doc.proposal), enc_text(doc.visit), enc_text(doc.visit_date),
-            enc_text(doc.area), enc_text(doc.inner_path), _json(list(doc.access_groups)),
-            enc_text(doc.kind), _json(list(doc.entries)), _json(doc.metadata),
+            enc_text(doc.area), enc_text(doc.inner_path), _groups_json(doc.access_groups),
+            enc_text(doc.kind), _json(list(doc.entries)) if doc.entries else "[]",
+            _json(doc.metadata) if doc.metadata else "{}",
             enc_text(doc.error), doc.indexed_at, enc_text(start), enc_text(start or ""),
         )  # fmt: skip
         groups = tuple(enc_text(g) for g in dict.fromkeys(doc.access_groups))

@@ -184,6 +184,7 @@ _INSERT_DOC = (
     f"INSERT INTO docs (file_id, {', '.join(DOC_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (len(DOC_COLUMNS) + 1))})"
 )
+_JSON = json.JSONEncoder(separators=(",", ":"))
 _IDS_IN = "IN (SELECT value FROM json_each(?))"
 #: Where a document has rows, by file_id.
 _DOC_TABLES = (
@@ -213,14 +214,21 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
             file_id = last_id
         numbered.append((file_id, row))
     conn.executemany(_INSERT_DOC, [(file_id, *row.columns) for file_id, row in numbered])
-    conn.executemany(
-        "INSERT INTO docs_fts (rowid, text) VALUES (?, ?)",
-        [(file_id, row.text) for file_id, row in numbered],
+    # The full-text and group rows in one statement each, from one JSON parameter: the
+    # GIL is released for the whole batch, not taken back between rows.
+    conn.execute(
+        "INSERT INTO docs_fts (rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
+        (_JSON.encode([(file_id, row.text) for file_id, row in numbered]),),
     )
-    conn.executemany(
-        "INSERT OR IGNORE INTO doc_groups (file_id, grp) VALUES (?, ?)",
-        [(file_id, grp) for file_id, row in numbered for grp in row.groups],
-    )
+    grouped = [(file_id, grp) for file_id, row in numbered for grp in row.groups]
+    if all(type(grp) is str for _, grp in grouped):
+        conn.execute(
+            "INSERT OR IGNORE INTO doc_groups (file_id, grp) "
+            "SELECT value ->> 0, value ->> 1 FROM json_each(?)",
+            (_JSON.encode(grouped),),
+        )
+    else:  # a group name that is not valid UTF-8 (a BLOB)
+        conn.executemany("INSERT OR IGNORE INTO doc_groups (file_id, grp) VALUES (?, ?)", grouped)
     named = [(file_id, path) for file_id, row in numbered for path in row.links]
     if named:  # masters are few: most batches have none
         conn.executemany(
