@@ -447,8 +447,8 @@ def main() -> int:
                 url = stack.enter_context(search_node(args.store, heap="1g"))
                 prefix = f"benchscale-{os.getpid()}"
                 es_store = ElasticsearchStore.from_url(f"{url}?index={prefix}")
-                stack.callback(drop_indices, es_store, prefix)  # after close (LIFO)
                 stack.callback(es_store.close)
+                stack.callback(drop_indices, es_store, prefix)  # before close (LIFO)
                 stores["elasticsearch"] = (es_store, lambda: es_bytes(es_store))
             rows = grow(stores, corpus, sizes, batch=args.batch, searches=args.searches)
             if es_store is not None and not args.no_reindex:

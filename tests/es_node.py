@@ -30,6 +30,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "elasticsearch.sh"
 #: Fetching (the first time) and starting the node; measured start: about 30 s.
 START_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 60.0
+#: How long a resumed node may take to assign its indices' primaries again.
+RECOVERY_TIMEOUT_S = 120.0
 
 
 class Node:
@@ -91,10 +93,19 @@ class Node:
             pid_file.unlink(missing_ok=True)  # stop() must not signal a reused pid
 
     def resume(self) -> None:
-        """Start a halted node again, on the same port, with the same data."""
+        """Start a halted node again, on the same port, with the same data, and wait
+        until its indices are recovered (every primary assigned: a write before that
+        waits in the node for up to a minute, which on a loaded machine outlasts the
+        tests' own waits)."""
         port = urlsplit(self.url).port
         url = self._start({"CATALOGD_ES_PORT": str(port)})
         assert url == self.url, (url, self.url)
+        with Elasticsearch(self.url, request_timeout=RECOVERY_TIMEOUT_S + 10) as client:
+            health = client.cluster.health(
+                wait_for_status="yellow", timeout=f"{int(RECOVERY_TIMEOUT_S)}s"
+            )
+        if health.get("timed_out"):
+            raise RuntimeError(f"the resumed node did not recover its indices: {health}")
 
     def unique_prefix(self) -> str:
         """An index prefix no other test uses."""
