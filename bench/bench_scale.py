@@ -44,6 +44,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from elasticsearch import Elasticsearch
 from search_node import search_node
 
 from catalogd.document import DocumentBuilder, FileDocument
@@ -187,11 +188,13 @@ def es_bytes(store: ElasticsearchStore) -> int:
     return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
 
 
-def drop_indices(store: ElasticsearchStore, prefix: str) -> None:
-    client = store.client
-    names = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-    if names:
-        client.indices.delete(index=",".join(names))
+def drop_indices(url: str, prefix: str) -> None:
+    """Delete the indices of ``prefix`` (a client of its own: after the store closed,
+    since closing a store refreshes its indices)."""
+    with Elasticsearch(url) as client:
+        names = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
+        if names:
+            client.indices.delete(index=",".join(names))
 
 
 def grow(
@@ -292,8 +295,8 @@ def parallel_ingest(url: str, writers: int, total: int, batch: int) -> dict[str,
             "ingest_docs_per_s_total": round(written / elapsed),
         }
     finally:
-        drop_indices(store, prefix)
         store.close()
+        drop_indices(url, prefix)
 
 
 # -- memory of a daemon watching many directories ------------------------------------------
@@ -447,8 +450,8 @@ def main() -> int:
                 url = stack.enter_context(search_node(args.store, heap="1g"))
                 prefix = f"benchscale-{os.getpid()}"
                 es_store = ElasticsearchStore.from_url(f"{url}?index={prefix}")
+                stack.callback(drop_indices, url, prefix)  # after close (LIFO)
                 stack.callback(es_store.close)
-                stack.callback(drop_indices, es_store, prefix)  # before close (LIFO)
                 stores["elasticsearch"] = (es_store, lambda: es_bytes(es_store))
             rows = grow(stores, corpus, sizes, batch=args.batch, searches=args.searches)
             if es_store is not None and not args.no_reindex:

@@ -9,6 +9,7 @@ started fails the tests that need it: they are never skipped.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 from elasticsearch import Elasticsearch, NotFoundError
@@ -100,10 +102,11 @@ class Node:
         port = urlsplit(self.url).port
         url = self._start({"CATALOGD_ES_PORT": str(port)})
         assert url == self.url, (url, self.url)
-        with Elasticsearch(self.url, request_timeout=RECOVERY_TIMEOUT_S + 10) as client:
-            health = client.cluster.health(
-                wait_for_status="yellow", timeout=f"{int(RECOVERY_TIMEOUT_S)}s"
-            )
+        # Plain HTTP: the same request on either engine (os_node.OpenSearchNode).
+        query = f"wait_for_status=yellow&timeout={int(RECOVERY_TIMEOUT_S)}s"
+        answer = urlopen(f"{self.url}/_cluster/health?{query}", timeout=RECOVERY_TIMEOUT_S + 10)
+        with answer:
+            health = json.load(answer)
         if health.get("timed_out"):
             raise RuntimeError(f"the resumed node did not recover its indices: {health}")
 
