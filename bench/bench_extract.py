@@ -60,14 +60,8 @@ from indexers.worker import default_workers  # noqa: E402
 
 BOUND = 3.0
 FIELDS = ("title", "start_time", "end_time", "definition")
-_CLI = (
-    "import sys\n"
-    "from catalogd.cli import cli, main\n"
-    "from catalogd.cli import extract\n"
-    "if 'extract' not in cli.commands:\n"
-    "    cli.add_command(extract.command)\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+#: What the ``catalogd`` script runs (its entry point), with this tree's import path.
+_CLI = "import sys\nfrom catalogd.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 NXLOAD = "nexusformat nxload"
 CLI_ONE = "catalogd extract, 1 worker"
