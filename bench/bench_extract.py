@@ -24,6 +24,9 @@ falls on every contender alike):
    the issue's bound is about;
 4. ``Registry.extract_many`` in this process with the default settings (the scanner's
    code path, without the command's start-up).
+5. with ``--baseline TREE``: the command of another source tree (say main's, from
+   ``git archive``) with 1 and with the default number of workers, so that a change is
+   measured against what it changes in the same run and under the same load.
 
 The command's figures include its start-up and its workers' (process creation, imports)
 and writing the JSON lines. Every contender's answers are checked: catalogd must find
@@ -60,19 +63,14 @@ from indexers.worker import default_workers  # noqa: E402
 
 BOUND = 3.0
 FIELDS = ("title", "start_time", "end_time", "definition")
-_CLI = (
-    "import sys\n"
-    "from catalogd.cli import cli, main\n"
-    "from catalogd.cli import extract\n"
-    "if 'extract' not in cli.commands:\n"
-    "    cli.add_command(extract.command)\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+#: What the ``catalogd`` script runs (its entry point), with this tree's import path.
+_CLI = "import sys\nfrom catalogd.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 NXLOAD = "nexusformat nxload"
 CLI_ONE = "catalogd extract, 1 worker"
 CLI_MANY = "catalogd extract, {n} workers"
 REGISTRY = "Registry.extract_many, {n} workers"
+BASELINE = "baseline extract, {n} workers"
 
 #: (entries found, values read) by one contender over a corpus.
 Answers = tuple[int, int]
@@ -106,11 +104,17 @@ def run_nexusformat(paths: list[str]) -> tuple[float, Answers]:
     return time.perf_counter() - started, (entries, values)
 
 
-def run_cli(paths: list[str], workers: int | None) -> tuple[float, Answers]:
+def run_cli(
+    paths: list[str], workers: int | None, tree: Path | None = None
+) -> tuple[float, Answers]:
+    """``catalogd extract`` over the paths; from the source tree ``tree`` (its own
+    ``catalogd`` and ``indexers`` first on the import path) when given."""
     env = dict(os.environ)
     env.pop("CATALOGD_INDEXERS_WORKERS", None)
     if workers is not None:
         env["CATALOGD_INDEXERS_WORKERS"] = str(workers)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _CLI, "extract", *paths],
@@ -118,6 +122,7 @@ def run_cli(paths: list[str], workers: int | None) -> tuple[float, Answers]:
         text=True,
         check=False,
         env=env,
+        cwd=tree,  # "-c" puts the working directory first on the import path
     )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
@@ -190,6 +195,13 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=300, help="synthetic GDA files")
     parser.add_argument("--entries", type=int, default=3, help="entries per synthetic file")
     parser.add_argument("--trials", type=int, default=3, help="runs of each; medians reported")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="also run catalogd extract from this source tree (e.g. `git archive main`), "
+        "interleaved with the others: before and after in the same run and load",
+    )
     args = parser.parse_args()
     workers = default_workers()
     import nexusformat.nexus  # noqa: F401  # imported before the clock starts
@@ -201,6 +213,15 @@ def main() -> int:
         many: lambda paths: run_cli(paths, None),
         REGISTRY.format(n=workers): run_registry,
     }
+    baseline: str | None = None
+    if args.baseline is not None:
+        tree = args.baseline.resolve()
+        if not (tree / "catalogd" / "cli").is_dir():
+            parser.error(f"--baseline {tree}: not a catalogd source tree")
+        baseline = BASELINE.format(n=workers)
+        contenders[BASELINE.format(n=1)] = lambda paths: run_cli(paths, 1, tree)
+        contenders[baseline] = lambda paths: run_cli(paths, None, tree)
+        print(f"baseline tree: {tree}", flush=True)
     print(
         f"CPUs: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}), "
         f"workers: {workers} (default min(4, CPUs)), load average: "
@@ -226,6 +247,10 @@ def main() -> int:
         }
     for label, rates in results.items():
         ratios[label] = report(label, rates, many)
+        if baseline is not None:
+            for ours, theirs in ((CLI_ONE, BASELINE.format(n=1)), (many, baseline)):
+                gain = _ratio(rates[ours], rates[theirs])
+                print(f"  {ours} / {theirs}: {gain:5.2f}x")
     print()
     passed = True
     for label, ratio in ratios.items():

@@ -159,6 +159,21 @@ class Indexer(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ResultLine:
+    """One file's outcome as its ``catalogd extract`` line (:meth:`ExtractResult.to_json_line`),
+    made where the file was read: a worker process sends the line, not the result's
+    nested data, which the parent would only turn into the line."""
+
+    path: str
+    ok: bool
+    line: str
+
+    @classmethod
+    def of(cls, result: ExtractResult) -> ResultLine:
+        return cls(result.path, result.ok, result.to_json_line())
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExtractResult:
     """The outcome of extracting one file; never an exception."""

@@ -211,7 +211,7 @@ def read_field(
     elif obj.is_dataset:
         if mapping.type in _UNITS_KEPT:
             # Only numbers keep their units: text, times and booleans never read them.
-            units = to_text(reader.attr(obj, "units"))
+            units = reader.text_attr(obj, "units")
         if mapping.type == "shape":
             return list(obj.shape or ()), None
         try:

@@ -232,7 +232,7 @@ def _sample_fields(reader: Reader, group: Node, sample: JSONDict) -> None:
         if isinstance(value, str):
             value = value[:MAX_TEXT]
         sample[name] = value
-        units = to_text(reader.attr(obj, "units"))
+        units = reader.text_attr(obj, "units")
         if units is not None:
             sample[f"{name}_units"] = units
         added += 1
@@ -266,7 +266,7 @@ def _nxdata(reader: Reader, group: Node) -> JSONDict:
     """An NXdata group: its signal's shape; NXmx-style ``data_000001``... summed on frames."""
     record: JSONDict = {
         "path": reader.where(group),
-        "signal": to_text(reader.attr(group, "signal")),
+        "signal": reader.text_attr(group, "signal"),
     }
     signal = record["signal"]
     members: list[Link] = []

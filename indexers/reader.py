@@ -51,6 +51,9 @@ _INDEX_NAME: int = h5py.h5.INDEX_NAME
 _INDEX_CRT_ORDER: int = h5py.h5.INDEX_CRT_ORDER
 _ITER_NATIVE: int = h5py.h5.ITER_NATIVE
 _ALL: Any = h5py.h5s.ALL
+#: Bytes one variable-length element takes in a file (length, heap address, index;
+#: 8-byte addresses), whatever its length: a string's storage size says how many.
+_VLEN_IN_FILE = 16
 _UNSET: Any = object()
 
 
@@ -482,8 +485,15 @@ class Reader:
     # -- what objects hold ----------------------------------------------------------------
     def attr(self, node: Node, name: str) -> Any:
         """One attribute's raw value, or None when absent or unreadable."""
+        return self._attr(node, name, False)
+
+    def text_attr(self, node: Node, name: str) -> str | None:
+        """One attribute as text (:func:`to_text`), or None when absent or unreadable."""
+        return to_text(self._attr(node, name, True))
+
+    def _attr(self, node: Node, name: str, text: bool) -> Any:
         try:
-            return _read_attr(node.oid, name, self.settings.max_array_bytes)
+            return _read_attr(node.oid, name, self.settings.max_array_bytes, text=text)
         except H5_ERRORS as exc:
             self.warn(f"{self.where(node)}@{name}: {_h5_reason(str(exc))}")
             return None
@@ -492,9 +502,7 @@ class Reader:
         """The group's ``NX_class`` (any string storage), read once; None for datasets."""
         cached = node._nx_class
         if cached is _UNSET:
-            cached = node._nx_class = (
-                to_text(self.attr(node, "NX_class")) if node.is_group else None
-            )
+            cached = node._nx_class = self.text_attr(node, "NX_class") if node.is_group else None
         return cached  # type: ignore[no-any-return]
 
     def attributes(self, node: Node) -> tuple[dict[str, Any], int]:
@@ -634,9 +642,13 @@ def _high_level(oid: Any) -> Any:
     return h5py.Dataset(oid)
 
 
-def _read_attr(oid: Any, name: str, max_bytes: int) -> Any:
+def _read_attr(oid: Any, name: str, max_bytes: int, *, text: bool = False) -> Any:
     """An attribute through the low-level API (a fraction of ``obj.attrs[name]``'s cost);
-    TooLarge when it holds more than ``max_bytes``."""
+    TooLarge when it holds more than ``max_bytes``.
+
+    With ``text`` (the value is only made text of, where one string in an array of one
+    is that string), one variable-length string is read without asking its dataspace.
+    """
     raw = name.encode()
     if not h5py.h5a.exists(oid, raw):
         return None
@@ -647,7 +659,8 @@ def _read_attr(oid: Any, name: str, max_bytes: int) -> Any:
             return None
         return _high_level(oid).attrs[name]
     shape: tuple[int, ...] | None
-    if aid.get_storage_size() == dtype.itemsize:
+    storage = aid.get_storage_size()
+    if storage == dtype.itemsize or (text and storage == _VLEN_IN_FILE and dtype.kind == "O"):
         # One element (the usual case): its shape, () or (1,), means nothing to the
         # callers, so the dataspace need not be asked.
         shape = ()

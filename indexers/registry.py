@@ -25,6 +25,7 @@ from indexers.base import (
     FileChanged,
     Indexer,
     Probe,
+    ResultLine,
     probe_file,
 )
 from indexers.settings import IndexerSettings
@@ -107,6 +108,15 @@ class Registry:
                 yield extract_inline(self.indexers, os.fspath(path), self.settings)
             return
         yield from self._pool().extract_many(os.fspath(path) for path in paths)
+
+    def extract_lines(self, paths: Iterable[str]) -> Generator[ResultLine, None, None]:
+        """:meth:`extract_many` as ``catalogd extract`` lines, in the order of ``paths``;
+        worker processes send each line made (not the result's data to make it from)."""
+        if self.settings.isolation == "inline":
+            for result in self.extract_many(paths):
+                yield ResultLine.of(result)
+            return
+        yield from self._pool().extract_lines(os.fspath(path) for path in paths)
 
     def _pool(self) -> ProcessExtractor:
         with self._process_lock:

@@ -34,7 +34,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from indexers.base import ExtractResult, Indexer
+from indexers.base import ExtractResult, Indexer, ResultLine
 from indexers.settings import IndexerSettings
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _serve(conn: _Duplex) -> None:
 
 def _work(conn: _Duplex, indexers: Sequence[Indexer], settings: IndexerSettings) -> None:
     """The worker's main loop: batches of (index, path) in, one (index, ExtractResult)
-    out per file, until None."""
+    out per file -- or (index, ResultLine) for a batch that asks for lines -- until None."""
     from indexers.registry import extract_inline
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -102,8 +102,10 @@ def _work(conn: _Duplex, indexers: Sequence[Indexer], settings: IndexerSettings)
             return
         if batch is None:
             return
-        for index, path in batch:
-            conn.send((index, extract_inline(indexers, path, settings)))
+        lines, items = batch
+        for index, path in items:
+            result = extract_inline(indexers, path, settings)
+            conn.send((index, ResultLine.of(result) if lines else result))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -439,7 +441,20 @@ class ProcessExtractor:
 
     def extract_many(self, paths: Iterable[str]) -> Generator[ExtractResult, None, None]:
         """One result per path, in the order of ``paths``; never raises for bad files."""
-        run = _Run(self, iter(paths))
+        for result in self._results(paths, lines=False):
+            assert isinstance(result, ExtractResult)
+            yield result
+
+    def extract_lines(self, paths: Iterable[str]) -> Generator[ResultLine, None, None]:
+        """:meth:`extract_many` as ``catalogd extract`` lines, each made by the worker
+        that read the file (a file the pool could not read gets its line here)."""
+        for result in self._results(paths, lines=True):
+            yield result if isinstance(result, ResultLine) else ResultLine.of(result)
+
+    def _results(
+        self, paths: Iterable[str], *, lines: bool
+    ) -> Generator[ExtractResult | ResultLine, None, None]:
+        run = _Run(self, iter(paths), lines=lines)
         thread = threading.get_ident()
         with self._cond:
             self._runs[thread] += 1
@@ -468,8 +483,10 @@ class ProcessExtractor:
 class _Run:
     """One :meth:`ProcessExtractor.extract_many` call: its files, workers and results."""
 
-    def __init__(self, pool: ProcessExtractor, paths: Iterator[str]) -> None:
+    def __init__(self, pool: ProcessExtractor, paths: Iterator[str], *, lines: bool) -> None:
         self.pool = pool
+        #: Whether the workers answer with ResultLine (else ExtractResult).
+        self.lines = lines
         self.settings = pool._settings
         self.bound_s = self.settings.timeout_s + GRACE_S
         self.paths = paths
@@ -477,13 +494,13 @@ class _Run:
         self.workers: list[_Worker] = []
         #: (index, path) read from ``paths`` and not yet sent (or sent back).
         self.todo: deque[tuple[int, str]] = deque()
-        self.done: dict[int, ExtractResult] = {}
+        self.done: dict[int, ExtractResult | ResultLine] = {}
         self.next_index = 0
         self.next_out = 0
         #: Files read ahead of the next result to give out, at most.
         self.window = pool.size * DEPTH * 2
 
-    def results(self) -> Iterator[ExtractResult]:
+    def results(self) -> Iterator[ExtractResult | ResultLine]:
         while True:
             while self.next_out in self.done:
                 yield self.done.pop(self.next_out)
@@ -554,7 +571,7 @@ class _Run:
                 worker.deadline = time.monotonic() + self.bound_s
             worker.inflight.extend(batch)
             try:
-                worker.conn.send(batch)
+                worker.conn.send((self.lines, batch))
             except OSError:
                 pass  # it died: found out by waiting on it
 
@@ -589,7 +606,7 @@ class _Run:
         if (
             isinstance(message, tuple)
             and len(message) == 2
-            and isinstance(message[1], ExtractResult)
+            and isinstance(message[1], ResultLine if self.lines else ExtractResult)
             and worker.inflight
             and message[0] == worker.inflight[0][0]
         ):

@@ -444,3 +444,32 @@ def test_settings_from_toml_shape() -> None:
     assert settings.mappings[0].units == "Pa" and settings.keep_emails
     with pytest.raises(ValueError):
         IndexerSettings.model_validate({"no_such_key": 1})
+
+
+def test_text_attributes_read_alike_in_every_string_form(tmp_path: Path) -> None:
+    """Reader.text_attr reads one variable-length string without its dataspace: the
+    text must still be what h5py's attrs give, for one string and for several."""
+    from indexers.base import Deadline
+    from indexers.normalise import to_text
+    from indexers.reader import Reader
+
+    path = tmp_path / "strings.h5"
+    forms: dict[str, Any] = {
+        "vlen_scalar": ("NXentry", h5py.string_dtype()),
+        "vlen_one": (["NXentry"], h5py.string_dtype()),
+        "vlen_two": (["NXentry", "NXsubentry"], h5py.string_dtype()),
+        "vlen_ascii": ("NXentry", h5py.string_dtype("ascii")),
+        "vlen_long": ("x" * 40, h5py.string_dtype()),
+        "fixed_scalar": (np.bytes_("NXentry"), None),
+        "fixed_two": (np.array([b"NXentry", b"NXdata"]), None),
+        "empty_vlen": (["", ""], h5py.string_dtype()),
+    }
+    with h5py.File(path, "w") as f:
+        for name, (value, dtype) in forms.items():
+            f.attrs.create(name, value, dtype=dtype)
+        expected = {name: to_text(f.attrs[name]) for name in forms}
+    assert expected["vlen_two"] == to_text(["NXentry", "NXsubentry"])
+    with Reader(str(path), IndexerSettings(), Deadline(10)) as reader:
+        got = {name: reader.text_attr(reader.root, name) for name in forms}
+        assert reader.text_attr(reader.root, "absent") is None
+    assert got == expected

@@ -124,6 +124,30 @@ def test_a_crash_in_a_batch_fails_that_file_only(tmp_path: Path) -> None:
     assert results[1].error == "the reader process died (SIGKILL) while reading this file"
 
 
+def test_lines_made_by_the_workers_are_the_results_lines(tmp_path: Path) -> None:
+    """extract_lines: the workers' lines, and the lines of files the pool failed (a
+    crash), are each file's ExtractResult.to_json_line(), in order."""
+    written = shapes.write_nxmx(tmp_path, files=2)
+    scan = tmp_path / "scan.nxs"
+    shapes.write_gda_scan(scan, entries=2, scan_number=7)
+    crash = shapes.write_bytes(tmp_path / "x.crash", b"boom")
+    paths = [written["master"], crash, *written["data_files"], str(scan), str(tmp_path / "no")]
+    indexers = [CrashingIndexer(), *builtins()]
+    settings = IndexerSettings(workers=2)
+    with Registry(indexers, settings=settings) as registry:
+        lines = list(registry.extract_lines(paths))
+        results = list(registry.extract_many(paths))
+    assert [(line.path, line.ok) for line in lines] == [(r.path, r.ok) for r in results]
+    assert [line.ok for line in lines] == [True, False, True, True, True, False]
+    for line, result in zip(lines, results, strict=True):
+        assert json.loads(line.line) == json.loads(result.to_json_line())
+    assert json.loads(lines[1].line)["error"].startswith("the reader process died")
+    inline = IndexerSettings(isolation="inline")
+    with Registry(builtins(), settings=inline) as registry:
+        alone = [line.line for line in registry.extract_lines([paths[0], str(scan)])]
+    assert alone == [lines[0].line, lines[4].line]
+
+
 def test_stopping_early_leaves_the_registry_usable(mixed: list[str]) -> None:
     with Registry(builtins(), settings=IndexerSettings(workers=2)) as registry:
         results = registry.extract_many(mixed)

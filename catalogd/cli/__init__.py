@@ -20,11 +20,14 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-import click
+from catalogd import __version__, without_gc
 
-from catalogd import __version__, logs
-from catalogd.config import Settings, load_settings, resolve_config_path
-from catalogd.errors import EX_SOFTWARE, CatalogdError
+with without_gc():  # start-up: no collections while the imports run
+    import click
+
+    from catalogd import logs
+    from catalogd.config import Settings, load_settings, resolve_config_path
+    from catalogd.errors import EX_SOFTWARE, CatalogdError
 
 log = logging.getLogger("catalogd")
 
@@ -128,7 +131,8 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attribute = target.split(":")
-        command = getattr(importlib.import_module(module), attribute)
+        with without_gc():
+            command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
         if not any(param.name == "late_config" for param in command.params):
             command.params.extend(global_options())

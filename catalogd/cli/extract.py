@@ -33,9 +33,9 @@ def command(ctx: CliContext, files: tuple[str, ...]) -> None:
         # an operator's own files elsewhere are read as they are.
         indexers = indexers.model_copy(update={"link_root": settings.watch.root})
     with Registry.from_entry_points(settings=indexers) as registry:
-        for result in registry.extract_many(files):
+        for result in registry.extract_lines(files):
             failed += not result.ok
-            sys.stdout.write(result.to_json_line() + "\n")
+            sys.stdout.write(result.line + "\n")
             sys.stdout.flush()
     if failed:
         click.get_current_context().exit(EX_FAILURE)
