@@ -45,6 +45,8 @@ _OPEN_FOR_WRITE = ("already open for write", "not already open for swmr")
 _TYPE_HARD: int = h5py.h5l.TYPE_HARD
 _TYPE_SOFT: int = h5py.h5l.TYPE_SOFT
 _TYPE_EXTERNAL: int = h5py.h5l.TYPE_EXTERNAL
+#: Soft and external links followed in a row before giving up (HDF5's H5L_NUM_LINKS).
+MAX_LINK_HOPS = 16
 _NULL_SPACE: int = h5py.h5s.NULL
 _VIRTUAL_LAYOUT: int = h5py.h5d.VIRTUAL
 _INDEX_NAME: int = h5py.h5.INDEX_NAME
@@ -306,6 +308,10 @@ class Reader:
         self.fid, self.swmr = open_file(path)
         self.root = Node(self.fid, True)
         self.root._where = "/"
+        #: The root group of each open file (this one and linked ones), by file number.
+        self._roots: dict[Any, Node] = {self.fid.fileno: self.root}
+        #: Soft and external links being followed at the moment (see ``target``).
+        self._hops = 0
 
     def __enter__(self) -> Reader:
         return self
@@ -325,6 +331,7 @@ class Reader:
         self._direct.clear()
         self.steps.clear()
         self.root = Node(None, True)
+        self._roots.clear()
         self._external.clear()
         self.fid = None
 
@@ -418,6 +425,7 @@ class Reader:
         if link_type == _TYPE_SOFT:
             link = Link(raw, name, SOFT)
             link.path = name_text(value)
+            link.target_raw = value
             return link
         filename, path = value
         link = Link(raw, name, EXTERNAL)
@@ -428,18 +436,52 @@ class Reader:
 
     def target(self, group: Node, link: Link) -> Node | None:
         """The object a member names, following soft links and (when allowed) external
-        ones, or None when it cannot be reached (dangling, missing file, unreadable)."""
+        ones, or None when it cannot be reached (dangling, missing file, unreadable, a
+        cycle of links, or more than MAX_LINK_HOPS of them in a row).
+
+        HDF5 would follow every soft and external link along a path by itself, past
+        ``follow_external_links`` and ``link_root`` (a soft link to ``/ext/x`` where
+        ``/ext`` is an external link into any file on the machine). So only a hard link
+        is opened by HDF5, one name at a time; a soft link's path is walked here
+        (:meth:`resolve`) and an external link goes through :meth:`external_object`.
+        """
         node = link.node
         if node is _UNSET:
+            link.node = None  # met again while it is being followed: a cycle
             if link.kind is None:
                 node = None
-            elif link.kind == EXTERNAL:
-                assert link.filename is not None and link.target_raw is not None
-                node = self.external_object(link.filename, link.target_raw)
-            else:
+            elif link.kind == HARD:
                 node = _open(group.oid, link.raw)
+            elif self._hops >= MAX_LINK_HOPS:
+                self.warn(f"{self.where(group)}/{link.name}: more than {MAX_LINK_HOPS} links")
+                node = None
+            else:
+                assert link.target_raw is not None
+                self._hops += 1
+                try:
+                    if link.kind == EXTERNAL:
+                        assert link.filename is not None
+                        node = self.external_object(link.filename, link.target_raw)
+                    else:
+                        node = self.resolve(group, link.target_raw)
+                finally:
+                    self._hops -= 1
             link.node = node
         return node  # type: ignore[no-any-return]
+
+    def resolve(self, start: Node, path: bytes) -> Node | None:
+        """The object ``path`` names from the group ``start`` (an absolute path: from the
+        root of ``start``'s file), one member at a time through the index (each link
+        followed by :meth:`target`), or None."""
+        node: Node | None = start
+        if path.startswith(b"/"):
+            node = self._roots.get(start.oid.fileno)
+        for part in path.split(b"/"):
+            if node is None or not node.is_group:
+                return None
+            if part and part != b".":
+                node = self.member(node, name_text(part))
+        return node
 
     def member(self, group: Node, name: str) -> Node | None:
         """The object ``name`` in ``group`` (links followed), or None.
@@ -457,8 +499,19 @@ class Reader:
         raw = name.encode("utf-8", "surrogateescape")
         direct = self._direct.get((key, raw), _UNSET)
         if direct is _UNSET:
-            direct = self._direct[(key, raw)] = _open(group.oid, raw)
+            direct = self._direct[(key, raw)] = self._by_name(group, raw, name)
         return direct  # type: ignore[no-any-return]
+
+    def _by_name(self, group: Node, raw: bytes, name: str) -> Node | None:
+        """A member not in the (cut) listing, looked up by name; its link followed as
+        :meth:`target` follows any."""
+        try:
+            link_type = group.oid.links.get_info(raw).type
+        except H5_ERRORS:
+            return None
+        if link_type == _TYPE_HARD:
+            return self.target(group, Link(raw, name, HARD))
+        return self.target(group, self._link(group, raw, name, link_type))
 
     def external_object(self, filename: str, path: bytes) -> Node | None:
         if not self.settings.follow_external_links:
@@ -480,7 +533,11 @@ class Reader:
         handle = self._external[target]
         if handle is None:
             return None
-        return _open(handle, path)
+        root = self._roots.get(handle.fileno)
+        if root is None:
+            root = self._roots[handle.fileno] = Node(handle, True)
+            root._where = "/"
+        return self.resolve(root, b"/" + path.lstrip(b"/"))
 
     # -- what objects hold ----------------------------------------------------------------
     def attr(self, node: Node, name: str) -> Any:
@@ -564,6 +621,10 @@ class Reader:
         shape, _, dtype = node.info()
         if shape is None:
             return None
+        if node.is_virtual:
+            # Its values are read by HDF5 from the source files the mapping names, past
+            # follow_external_links and link_root: only its shape and type are known.
+            raise TooLarge("a virtual dataset: its values are in other files, not read")
         size = nbytes(shape, dtype.itemsize)
         if size > self.settings.max_array_bytes:
             raise TooLarge(

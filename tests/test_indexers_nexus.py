@@ -277,6 +277,89 @@ def test_virtual_dataset_master(registry: Registry, tmp_path: Path) -> None:
     assert data_result.metadata["master"] == written["master"]
 
 
+# -- links that lead out of the allowed files ----------------------------------------------
+SECRET = "secret title of another proposal"
+
+
+def write_outside(path: Path) -> None:
+    """A file outside the link root, with values a crafted file tries to pull in."""
+    with h5py.File(path, "w") as f:
+        group = f.create_group("g")
+        group["title"] = SECRET
+        group["x"] = np.arange(3)
+        inner = group.create_group("inner")
+        inner["title"] = SECRET
+
+
+def write_crafted(path: Path, outside: Path) -> None:
+    """An NXentry whose title and sample name reach ``outside`` only through a soft
+    link whose path runs through an external link, or a virtual dataset mapping it."""
+    with h5py.File(path, "w") as f:
+        f["ext"] = h5py.ExternalLink(str(outside), "/g")
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry["title"] = h5py.SoftLink("/ext/title")
+        entry["program_name"] = h5py.SoftLink("/entry/hop")
+        entry["hop"] = h5py.SoftLink("/ext/inner/title")
+        sample = entry.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        layout = h5py.VirtualLayout(shape=(3,), dtype="i8")
+        layout[:] = h5py.VirtualSource(str(outside), "/g/x", shape=(3,))
+        sample.create_virtual_dataset("temperature", layout)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_no_link_chain_reads_a_file_outside_the_link_root(tmp_path: Path, follow: bool) -> None:
+    """Soft links through external links are resolved one name at a time, so the
+    external hop meets follow_external_links and link_root; virtual datasets' values
+    are never read (HDF5 would open their sources itself)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    outside = tmp_path / "elsewhere.h5"
+    write_outside(outside)
+    crafted = root / "crafted.nxs"
+    write_crafted(crafted, outside)
+    with make_registry(follow_external_links=follow, link_root=str(root)) as reg:
+        result = extract(reg, crafted)
+    assert result.ok and result.kind == "nexus"
+    text = json.dumps(result.to_json())
+    assert SECRET not in text
+    [entry] = result.entries
+    assert entry["title"] is None and entry["program_name"] is None
+    assert entry["sample"]["temperature"] is None  # the outside file's [0, 1, 2]
+    assert "virtual dataset" in entry["field_errors"]["sample.temperature"]
+    # Inside the root, the same chain is followed when external links are.
+    inside = root / "linked.h5"
+    write_outside(inside)
+    allowed = root / "allowed.nxs"
+    write_crafted(allowed, inside)
+    with make_registry(follow_external_links=follow, link_root=str(root)) as reg:
+        followed = extract(reg, allowed)
+    [entry] = followed.entries
+    assert (entry.get("title") == SECRET) is follow
+    assert (entry.get("program_name") == SECRET) is follow
+
+
+def test_soft_link_cycles_and_long_chains_end(registry: Registry, tmp_path: Path) -> None:
+    """Links are followed by the reader itself now: a cycle and a chain longer than
+    HDF5's own limit of 16 give no value (and no endless walk), a short chain does."""
+    path = tmp_path / "links.nxs"
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry["title"] = h5py.SoftLink("/entry/loop")
+        entry["loop"] = h5py.SoftLink("/entry/title")
+        entry["name"] = "the end of the chain"
+        for i in range(40):
+            entry[f"c{i}"] = h5py.SoftLink(f"/entry/c{i + 1}" if i < 39 else "/entry/name")
+        entry["program_name"] = h5py.SoftLink("/entry/c0")  # 41 links
+        entry["experiment_identifier"] = h5py.SoftLink("/entry/c35")  # 5 links
+    result = extract(registry, path)
+    [entry_out] = result.entries
+    assert entry_out["title"] is None and entry_out["program_name"] is None
+    assert entry_out["experiment_identifier"] == "the end of the chain"
+
+
 # -- other writers ---------------------------------------------------------------------------
 
 
