@@ -315,27 +315,22 @@ def test_no_link_chain_reads_a_file_outside_the_link_root(tmp_path: Path, follow
     are never read (HDF5 would open their sources itself)."""
     root = tmp_path / "data"
     root.mkdir()
-    outside = tmp_path / "elsewhere.h5"
-    write_outside(outside)
-    crafted = root / "crafted.nxs"
-    write_crafted(crafted, outside)
-    with make_registry(follow_external_links=follow, link_root=str(root)) as reg:
-        result = extract(reg, crafted)
+
+    def crafted_towards(linked: Path, name: str) -> ExtractResult:
+        write_outside(linked)
+        write_crafted(root / name, linked)
+        with make_registry(follow_external_links=follow, link_root=str(root)) as reg:
+            return extract(reg, root / name)
+
+    result = crafted_towards(tmp_path / "elsewhere.h5", "crafted.nxs")
     assert result.ok and result.kind == "nexus"
-    text = json.dumps(result.to_json())
-    assert SECRET not in text
+    assert SECRET not in json.dumps(result.to_json())
     [entry] = result.entries
     assert entry["title"] is None and entry["program_name"] is None
     assert entry["sample"]["temperature"] is None  # the outside file's [0, 1, 2]
     assert "virtual dataset" in entry["field_errors"]["sample.temperature"]
     # Inside the root, the same chain is followed when external links are.
-    inside = root / "linked.h5"
-    write_outside(inside)
-    allowed = root / "allowed.nxs"
-    write_crafted(allowed, inside)
-    with make_registry(follow_external_links=follow, link_root=str(root)) as reg:
-        followed = extract(reg, allowed)
-    [entry] = followed.entries
+    [entry] = crafted_towards(root / "linked.h5", "allowed.nxs").entries
     assert (entry.get("title") == SECRET) is follow
     assert (entry.get("program_name") == SECRET) is follow
 
