@@ -243,10 +243,9 @@ def grow(
 
 
 # -- several daemons writing one alias at once --------------------------------------------
-def _writer(url: str, lo: int, hi: int, batch: int, ready: Any, go: Any) -> None:
+def _writer(corpus: Corpus, url: str, lo: int, hi: int, batch: int, ready: Any, go: Any) -> None:
     """One daemon's share: documents ``lo`` .. ``hi`` (their own paths, so their own
     subtree), built before the clock starts and put in ``batch``-document bulks."""
-    corpus = Corpus(template_result(Path(tempfile.mkdtemp(prefix="catalogd-bench-w-"))))
     docs = [corpus.doc(i) for i in range(lo, hi)]
     store = ElasticsearchStore.from_url(url)
     ready.release()
@@ -257,7 +256,9 @@ def _writer(url: str, lo: int, hi: int, batch: int, ready: Any, go: Any) -> None
     store.close()
 
 
-def parallel_ingest(url: str, writers: int, total: int, batch: int) -> dict[str, Any]:
+def parallel_ingest(
+    corpus: Corpus, url: str, writers: int, total: int, batch: int
+) -> dict[str, Any]:
     """``writers`` processes (one per daemon) writing ``total`` documents between them
     into one alias at the same time; the aggregate ingest rate."""
     prefix = f"benchscale-w{writers}-{os.getpid()}"
@@ -269,7 +270,7 @@ def parallel_ingest(url: str, writers: int, total: int, batch: int) -> dict[str,
     procs = [
         ctx.Process(
             target=_writer,
-            args=(f"{url}?index={prefix}", k * share, (k + 1) * share, batch, ready, go),
+            args=(corpus, f"{url}?index={prefix}", k * share, (k + 1) * share, batch, ready, go),
         )
         for k in range(writers)
     ]
@@ -471,7 +472,7 @@ def main() -> int:
                 )
             if "es" in kinds:
                 for writers in [int(n) for n in args.writers.split(",") if n.strip()]:
-                    row = parallel_ingest(url, writers, args.writer_docs, args.batch)
+                    row = parallel_ingest(corpus, url, writers, args.writer_docs, args.batch)
                     print(json.dumps({"parallel_ingest": row}), flush=True)
         for directories in [int(n) for n in args.rss_dirs.split(",") if n.strip()]:
             print(json.dumps({"catalogd_run_memory": daemon_memory(directories)}), flush=True)
