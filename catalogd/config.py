@@ -521,6 +521,18 @@ class Settings(BaseSettings):
         watch = self.watch.model_copy(update={"root": chosen})
         return self.model_copy(update={"watch": watch}).layout_config()
 
+    def reading(self, layout: layout_model.LayoutConfig, **update: Any) -> IndexerSettings:
+        """``[indexers]`` as catalogd reads the files of ``layout``'s tree: external links
+        followed only below the data root (``link_root``, unless set) and, when that is
+        the data root, only inside the linking file's own proposal (``link_scope_depth``,
+        unless set), so no file's document carries values of another proposal's files."""
+        indexers = self.indexers
+        root = indexers.link_root or layout.root
+        depth = indexers.link_scope_depth
+        if depth is None and layout_model.normalise_root(os.path.abspath(root)) == layout.root:
+            depth = layout.proposal_depth
+        return indexers.model_copy(update={"link_root": root, "link_scope_depth": depth, **update})
+
     def public_dict(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets masked, None values left out."""
         data: dict[str, Any] = _drop_none(self.model_dump(mode="json", by_alias=True))

@@ -68,6 +68,11 @@ class LayoutConfig:
             )
         object.__setattr__(self, "root", normalise_root(self.root))
 
+    @property
+    def proposal_depth(self) -> int:
+        """How many levels below the root a proposal's directory is."""
+        return self.levels.index("proposal") + 1
+
     def proposal_group_for(self, *, beamline: str, proposal: str) -> str:
         return self.proposal_group.format(beamline=beamline, proposal=proposal)
 

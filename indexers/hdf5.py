@@ -80,10 +80,13 @@ def describe(reader: Reader, probe: Probe) -> JSONDict:
     if linked:
         metadata["role"] = "master"
         metadata["linked_files"] = [f["path"] for f in linked]
-        named = {seen_from(reader.path, path): exists for path, exists in files.items()}
+        named = {
+            seen_from(reader.path, path) if exists is not None else path: exists
+            for path, exists in files.items()
+        }
         named.pop(itself, None)
         metadata["data_files"] = sorted(named)[: reader.settings.max_linked_files]
-        metadata["data_file_count"] = sum(named.values())
+        metadata["data_file_count"] = sum(1 for exists in named.values() if exists)
     else:
         master = find_master(reader.path, reader.settings, reader.deadline)
         if master is not None:
@@ -111,7 +114,7 @@ def seen_from(master: str, target: str) -> str:
     return real_target
 
 
-def summarise(reader: Reader) -> tuple[JSONDict, JSONDict, dict[str, bool]]:
+def summarise(reader: Reader) -> tuple[JSONDict, JSONDict, dict[str, bool | None]]:
     """A breadth-first walk of the file (hard links once, soft links not followed); the
     structure, the links, and every linked file (resolved) with whether it exists."""
     settings = reader.settings
@@ -119,7 +122,7 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict, dict[str, bool]]:
     objects: list[JSONDict] = []
     external: list[JSONDict] = []
     virtual: list[JSONDict] = []
-    files: dict[str, bool] = {}
+    files: dict[str, bool | None] = {}
     root = reader.root
     root_attrs, root_attr_count = reader.attributes(root)
     seen = {root.key}
@@ -139,9 +142,7 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict, dict[str, bool]]:
                     counts["external_links"] += 1
                     assert link.filename is not None
                     target = resolve_file(reader.path, link.filename)
-                    exists = files.get(target)
-                    if exists is None:
-                        exists = files[target] = os.path.isfile(target)
+                    exists = linked_file(reader, target, files)
                     if len(external) < MAX_LISTED_LINKS:
                         external.append(
                             {
@@ -191,7 +192,7 @@ def summarise(reader: Reader) -> tuple[JSONDict, JSONDict, dict[str, bool]]:
         "external": external,
         "virtual": virtual,
         "files": [{"path": path, "exists": exists} for path, exists in listed],
-        "missing": sum(1 for exists in files.values() if not exists),
+        "missing": sum(1 for exists in files.values() if exists is False),
     }
     return structure, links, files
 
@@ -200,7 +201,7 @@ def _dataset_record(
     reader: Reader,
     dataset: Node,
     path: str,
-    files: dict[str, bool],
+    files: dict[str, bool | None],
     virtual: list[JSONDict],
 ) -> JSONDict:
     record: JSONDict = {"path": path, "type": "dataset"}
@@ -223,7 +224,7 @@ def _dataset_record(
 
 
 def _virtual_sources(
-    reader: Reader, dataset: Node, path: str, files: dict[str, bool]
+    reader: Reader, dataset: Node, path: str, files: dict[str, bool | None]
 ) -> list[JSONDict]:
     try:
         mappings = dataset.virtual_sources()
@@ -233,9 +234,7 @@ def _virtual_sources(
     sources: dict[tuple[str, str], JSONDict] = {}
     for file_name, dset_name in mappings:
         target = resolve_file(reader.path, file_name)
-        exists = files.get(target)
-        if exists is None:
-            exists = files[target] = os.path.isfile(target)
+        exists = linked_file(reader, target, files)
         key = (target, dset_name)
         if key not in sources and len(sources) < MAX_LISTED_LINKS:
             sources[key] = {
@@ -245,6 +244,15 @@ def _virtual_sources(
                 "exists": exists,
             }
     return list(sources.values())
+
+
+def linked_file(reader: Reader, target: str, files: dict[str, bool | None]) -> bool | None:
+    """Whether the linked file ``target`` exists, recorded in ``files``; None (unknown,
+    never looked at) outside the reader's link scope: a file's metadata tells nothing
+    about files of another proposal, not even whether one exists."""
+    if target not in files:
+        files[target] = os.path.isfile(target) if reader.may_open(target) else None
+    return files[target]
 
 
 def find_master(path: str, settings: IndexerSettings, deadline: Deadline) -> str | None:

@@ -159,6 +159,23 @@ def within(path: str, root: str | None) -> bool:
     return real == top or real.startswith(top.rstrip("/") + "/")
 
 
+def link_scope(path: str, root: str | None, depth: int | None) -> str | None:
+    """The directory whose files ``path``'s external links may open: ``root``, or with a
+    ``depth`` the directory that many levels below ``root`` holding ``path`` (its own
+    proposal's directory, say). ``""`` when ``path`` is not that deep below ``root``:
+    its links open nothing. None without a root: anywhere."""
+    if root is None or not depth:
+        return root
+    for mine, top in (
+        (os.path.abspath(path), os.path.abspath(root)),
+        (os.path.realpath(path), os.path.realpath(root)),
+    ):
+        rel = os.path.relpath(mine, top).split(os.sep)
+        if rel[0] != os.pardir and len(rel) > depth:
+            return os.path.join(top, *rel[:depth])
+    return ""
+
+
 class Node:
     """One object of a file (a group or a dataset) as reached through one link.
 
@@ -290,6 +307,8 @@ class Reader:
     def __init__(self, path: str, settings: IndexerSettings, deadline: Deadline) -> None:
         self.path = path
         self.settings = settings
+        #: Where linked files may be opened from (see :func:`link_scope`).
+        self.scope = link_scope(path, settings.link_root, settings.link_scope_depth)
         self.deadline = deadline
         self.warnings: list[str] = []
         self.visited = 0
@@ -513,14 +532,20 @@ class Reader:
             return self.target(group, Link(raw, name, HARD))
         return self.target(group, self._link(group, raw, name, link_type))
 
+    def may_open(self, target: str) -> bool:
+        """Whether a linked file may be opened or even looked at (whether it exists):
+        only inside :attr:`scope`, so a file never learns about another proposal's."""
+        return self.scope != "" and within(target, self.scope)
+
     def external_object(self, filename: str, path: bytes) -> Node | None:
         if not self.settings.follow_external_links:
             return None
         target = resolve_file(self.path, filename)
-        if not within(target, self.settings.link_root):
+        if not self.may_open(target):
             if target not in self._external:
                 self._external[target] = None
-                self.warn(f"linked file {target}: outside {self.settings.link_root}, not followed")
+                where = self.scope or "none: this file is in no proposal"
+                self.warn(f"linked file {target}: outside the link scope ({where}), not followed")
             return None
         if target not in self._external:
             handle: Any

@@ -128,6 +128,16 @@ class IndexerSettings(BaseModel):
         "this directory (links elsewhere are recorded, never opened). catalogd run and scan "
         "set it to the data root; None: anywhere.",
     )
+    link_scope_depth: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="With link_root: external links are followed only to files in the "
+        "linking file's own directory this many levels below link_root, and only those are "
+        "checked for existence; a file less deep follows none. catalogd run, scan and "
+        "extract set it, when unset, to the [layout] level of the proposal (3 by default: a "
+        "file links only inside its own proposal). 0 or None: anywhere below link_root.",
+    )
     keep_emails: bool = Field(default=False, description="Keep NXuser e-mail addresses.")
     hdf5_suffixes: tuple[str, ...] = Field(
         default=HDF5_SUFFIXES,

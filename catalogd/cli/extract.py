@@ -5,7 +5,8 @@ Exit status 0 when every file was read, 1 when any could not be, 2 for wrong usa
 ``indexers.workers`` worker processes in parallel, through the same
 :class:`~indexers.registry.Registry` the scanner uses; lines come out in the order of
 the arguments. External links of files in the data tree (``[watch] root``) are
-followed only to files inside it, as the daemon reads them (``indexers.link_root``).
+followed only to files of the same proposal, as the daemon reads them
+(``indexers.link_root`` and ``indexers.link_scope_depth``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def command(ctx: CliContext, files: tuple[str, ...]) -> None:
     failed = 0
     settings = ctx.settings()
     indexers = settings.indexers
-    if indexers.link_root is None and all(within(f, settings.watch.root) for f in files):
-        # Files of the data tree follow links only inside it, as the daemon reads them;
-        # an operator's own files elsewhere are read as they are.
-        indexers = indexers.model_copy(update={"link_root": settings.watch.root})
+    layout = settings.layout_config()
+    if indexers.link_root is not None or all(within(f, layout.root) for f in files):
+        # Files of the data tree follow links only inside their own proposal, as the
+        # daemon reads them; an operator's own files elsewhere are read as they are.
+        indexers = settings.reading(layout)
     with Registry.from_entry_points(settings=indexers) as registry:
         for result in registry.extract_lines(files):
             failed += not result.ok

@@ -60,11 +60,7 @@ def command(
             required=False,
             **settings.store.index_options(),
         ) as store,
-        Registry.from_entry_points(
-            settings=settings.indexers.model_copy(
-                update={"link_root": settings.indexers.link_root or layout.root}
-            )
-        ) as registry,
+        Registry.from_entry_points(settings=settings.reading(layout)) as registry,
     ):
         scanner = Scanner(
             store,

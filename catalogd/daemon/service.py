@@ -155,12 +155,7 @@ class Daemon:
         # reads ``[daemon] extract_workers`` files at once, not that many times the pool.
         self._registry_factory = registry_factory or (
             lambda: Registry.from_entry_points(
-                settings=self.settings.indexers.model_copy(
-                    update={
-                        "workers": 1,
-                        "link_root": self.settings.indexers.link_root or self.layout.root,
-                    }
-                )
+                settings=self.settings.reading(self.layout, workers=1)
             )
         )
         #: A test hook: events for which it returns False are dropped (lost on purpose).
