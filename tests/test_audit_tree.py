@@ -39,7 +39,7 @@ from catalogd.policy.acl import (
     encode_acl,
 )
 from catalogd.store import MemoryStore
-from catalogd.violations import ViolationState
+from catalogd.violations import Violation, ViolationState
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds trees owned by other users")
 
@@ -226,6 +226,23 @@ def test_every_planted_violation_is_found_and_nothing_else(
     result = audit_tree(str(root), make_policy(None, layout_for(root)), processes=processes)
     assert {(v.path, v.rule) for v in result.findings} == expected
     assert {v.rule for v in result.findings} == set(R.RULES) - {R.UNREADABLE}
+
+
+def test_findings_from_the_walking_processes_are_those_of_the_walk_in_this_one(
+    tree: tuple[Path, dict[str, Path]], ids: Ids
+) -> None:
+    """The children send their findings back packed as values (walker._reduce_part):
+    each must arrive whole, every field in its place, none lost or repeated."""
+    root, places = tree
+    plant(root, ids, places)
+    policy = make_policy(None, layout_for(root))
+    alone = audit_tree(str(root), policy, processes=1).findings
+    forked = audit_tree(str(root), policy, processes=2).findings
+    assert len(alone) > 5
+    assert sorted(forked, key=repr) == sorted(alone, key=repr)
+    assert {type(v) for v in forked} == {Violation}
+    with pytest.raises(AttributeError):  # still frozen
+        forked[0].path = "/elsewhere"  # type: ignore[misc]
 
 
 def test_deep_trees_loops_and_vanishing_entries(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copyreg
 import dataclasses
 import multiprocessing
+import operator
 import os
 import queue
 import stat
@@ -481,24 +482,57 @@ _NOTHING_PASSES = InsideExpectation(uid=None, gid=None, required=0, forbidden=0)
 
 
 _VIOLATION_FIELDS = tuple(f.name for f in dataclasses.fields(Violation))
+#: A finding's values, in _VIOLATION_FIELDS order (one C call, no Python loop).
+_violation_values = operator.attrgetter(*_VIOLATION_FIELDS)
+#: The slots' own setters: a finding is rebuilt without the frozen dataclass's keyword
+#: __init__ (which sets each field through object.__setattr__), the same object in the end.
+_SETTERS = tuple(getattr(Violation, name).__set__ for name in _VIOLATION_FIELDS)
+_new_violation = object.__new__
 
 
 def _rebuild_violation(*values: Any) -> Violation:
-    return Violation(**dict(zip(_VIOLATION_FIELDS, values, strict=True)))
+    v: Violation = _new_violation(Violation)
+    for put, value in zip(_SETTERS, values, strict=True):
+        put(v, value)
+    return v
+
+
+def _rebuild_violations(rows: list[tuple[object, ...]]) -> list[Violation]:
+    return [_rebuild_violation(*row) for row in rows]
 
 
 def _reduce_violation(v: Violation) -> tuple[Callable[..., Violation], tuple[object, ...]]:
-    """Pickle findings as their values: the children send many, and a dataclass's own
-    pickling (``_dataclass_getstate``) costs more (measured on the loaded machine:
-    0.90 s against 0.63 s to pickle 100,000 findings)."""
-    return (_rebuild_violation, tuple(getattr(v, name) for name in _VIOLATION_FIELDS))
+    """Pickle a finding as its values: a dataclass's own pickling
+    (``_dataclass_getstate``) costs more."""
+    return (_rebuild_violation, _violation_values(v))
 
 
 copyreg.pickle(Violation, _reduce_violation)
 
+_PART_FIELDS = tuple(f.name for f in dataclasses.fields(AuditPart))
+
+
+def _rebuild_part(values: tuple[object, ...]) -> AuditPart:
+    fields = dict(zip(_PART_FIELDS, values, strict=True))
+    fields["findings"] = _rebuild_violations(fields["findings"])  # type: ignore[arg-type]
+    return AuditPart(**fields)  # type: ignore[arg-type]
+
+
+def _reduce_part(part: AuditPart) -> tuple[Callable[..., AuditPart], tuple[object, ...]]:
+    """Pickle a part with its findings as one list of value tuples: the children send
+    many findings (two per file of a root-owned tree), and one reduce call per finding
+    costs more than the tuples (measured: 200,000 findings pickled in 0.31 s against
+    1.07 s, rebuilt in 1.19 s against 1.64 s)."""
+    values = [getattr(part, name) for name in _PART_FIELDS]
+    values[_PART_FIELDS.index("findings")] = [_violation_values(v) for v in part.findings]
+    return (_rebuild_part, (tuple(values),))
+
+
+copyreg.pickle(AuditPart, _reduce_part)
+
 
 def _with_path(v: Violation, path: str) -> Violation:
-    return _rebuild_violation(path, *_reduce_violation(v)[1][1:])
+    return _rebuild_violation(path, *_violation_values(v)[1:])
 
 
 # -- the process pool -----------------------------------------------------------------
