@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from catalogd.errors import ExtractionError
+from catalogd.layout import relative_parts
 from indexers.base import Deadline, FileChanged
 from indexers.normalise import name_text, to_text
 from indexers.settings import IndexerSettings
@@ -155,24 +156,29 @@ def within(path: str, root: str | None) -> bool:
     it; always True without a root."""
     if root is None:
         return True
-    real, top = os.path.realpath(path), os.path.realpath(root)
+    return _below(os.path.realpath(path), os.path.realpath(root))
+
+
+def _below(real: str, top: str) -> bool:
     return real == top or real.startswith(top.rstrip("/") + "/")
 
 
 def link_scope(path: str, root: str | None, depth: int | None) -> str | None:
-    """The directory whose files ``path``'s external links may open: ``root``, or with a
-    ``depth`` the directory that many levels below ``root`` holding ``path`` (its own
-    proposal's directory, say). ``""`` when ``path`` is not that deep below ``root``:
-    its links open nothing. None without a root: anywhere."""
-    if root is None or not depth:
-        return root
+    """The directory (a real path) whose files ``path``'s external links may open:
+    ``root``, or with a ``depth`` the directory that many levels below ``root`` holding
+    ``path`` (its own proposal's directory, say). ``""`` when ``path`` is not that deep
+    below ``root``: its links open nothing. None without a root: anywhere."""
+    if root is None:
+        return None
+    if not depth:
+        return os.path.realpath(root)
     for mine, top in (
         (os.path.abspath(path), os.path.abspath(root)),
         (os.path.realpath(path), os.path.realpath(root)),
     ):
-        rel = os.path.relpath(mine, top).split(os.sep)
-        if rel[0] != os.pardir and len(rel) > depth:
-            return os.path.join(top, *rel[:depth])
+        parts = relative_parts(mine, top)
+        if parts is not None and len(parts) > depth:
+            return os.path.realpath(os.path.join(top, *parts[:depth]))
     return ""
 
 
@@ -535,7 +541,10 @@ class Reader:
     def may_open(self, target: str) -> bool:
         """Whether a linked file may be opened or even looked at (whether it exists):
         only inside :attr:`scope`, so a file never learns about another proposal's."""
-        return self.scope != "" and within(target, self.scope)
+        if self.scope is None:
+            return True
+        # The scope is a real path already: one realpath per linked file, not two.
+        return self.scope != "" and _below(os.path.realpath(target), self.scope)
 
     def external_object(self, filename: str, path: bytes) -> Node | None:
         if not self.settings.follow_external_links:

@@ -510,6 +510,7 @@ def _reduce_violation(v: Violation) -> tuple[Callable[..., Violation], tuple[obj
 copyreg.pickle(Violation, _reduce_violation)
 
 _PART_FIELDS = tuple(f.name for f in dataclasses.fields(AuditPart))
+_PART_FINDINGS = _PART_FIELDS.index("findings")
 
 
 def _rebuild_part(values: tuple[object, ...]) -> AuditPart:
@@ -524,7 +525,7 @@ def _reduce_part(part: AuditPart) -> tuple[Callable[..., AuditPart], tuple[objec
     costs more than the tuples (measured: 200,000 findings pickled in 0.31 s against
     1.07 s, rebuilt in 1.19 s against 1.64 s)."""
     values = [getattr(part, name) for name in _PART_FIELDS]
-    values[_PART_FIELDS.index("findings")] = [_violation_values(v) for v in part.findings]
+    values[_PART_FINDINGS] = [_violation_values(v) for v in part.findings]
     return (_rebuild_part, (tuple(values),))
 
 
