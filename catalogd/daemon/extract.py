@@ -164,10 +164,18 @@ class ExtractWorker(threading.Thread):
                 continue
             failures += not result.ok
             stored.append(merge_result(doc, result, self.clock()))
+        if stored and self.aborted.is_set():
+            return Done((), (), paths)
         if stored:
             try:
                 self.store.put(stored)
             except CatalogdError as exc:
+                if self.aborted.is_set():
+                    # Stopping past the bound (the store may be closed by now): the daemon
+                    # already said these files are read at the next start, and its last
+                    # line must stay the reason it stopped.
+                    log.debug("dropped %d documents while stopping: %s", len(stored), exc.message)
+                    return Done((), (), paths)
                 # Not stored (the store, or its spool's disk, failed): the files are read
                 # again after a quiet period, and this thread keeps working.
                 log.error("cannot store %d documents: %s", len(stored), exc.message)
