@@ -87,12 +87,26 @@ DEFAULT_ENTRY_MAPPINGS: tuple[FieldMapping, ...] = (
 )
 
 
+#: entry_mappings() of each settings object in use (kept, so that its id is not reused).
+_ENTRY_MAPPINGS: dict[int, tuple[IndexerSettings, tuple[FieldMapping, ...]]] = {}
+#: Settings objects remembered at most (a process has one or two).
+_SETTINGS_KEPT = 64
+
+
 def entry_mappings(settings: IndexerSettings) -> tuple[FieldMapping, ...]:
-    """The entry-scoped mappings in force: defaults, replaced or extended by the site's."""
+    """The entry-scoped mappings in force: defaults, replaced or extended by the site's
+    (worked out once per settings object: every entry of every file asks)."""
+    known = _ENTRY_MAPPINGS.get(id(settings))
+    if known is not None and known[0] is settings:
+        return known[1]
     site = [m for m in settings.mappings if m.scope == "entry"]
     replaced = {m.field for m in site}
     base = DEFAULT_ENTRY_MAPPINGS if settings.use_default_mappings else ()
-    return tuple(m for m in base if m.field not in replaced) + tuple(site)
+    chosen = tuple(m for m in base if m.field not in replaced) + tuple(site)
+    if len(_ENTRY_MAPPINGS) >= _SETTINGS_KEPT:
+        _ENTRY_MAPPINGS.clear()
+    _ENTRY_MAPPINGS[id(settings)] = (settings, chosen)
+    return chosen
 
 
 def file_mappings(settings: IndexerSettings) -> tuple[FieldMapping, ...]:
@@ -137,11 +151,69 @@ def matches_entry(segment: str, entry_name: str) -> bool:
     return segment == "NXentry" or segment == entry_name
 
 
+#: A path segment and its kind (:func:`segment_kind`).
+Step = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPath:
+    """One of a mapping's paths, parsed once, each segment's kind worked out."""
+
+    text: str
+    attribute: str | None
+    absolute: bool
+    #: The first segment (which, in an absolute path, selects the entry), or None.
+    first: str | None
+    #: Every segment, and every segment but the first, with its kind.
+    steps: tuple[Step, ...]
+    tail: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMapping:
+    """A mapping's paths and dotted field, parsed once per mapping, not per entry."""
+
+    paths: tuple[CompiledPath, ...]
+    parents: tuple[str, ...]
+    leaf: str
+
+
+#: compile_mapping() of each mapping in use (kept, so that its id is not reused).
+_COMPILED: dict[int, tuple[FieldMapping, CompiledMapping]] = {}
+#: Mappings remembered at most (the defaults and a site's own: a few dozen).
+_MAPPINGS_KEPT = 4096
+
+
+def compile_mapping(mapping: FieldMapping) -> CompiledMapping:
+    """The mapping's paths parsed and its field split, worked out once per mapping."""
+    known = _COMPILED.get(id(mapping))
+    if known is not None and known[0] is mapping:
+        return known[1]
+    paths = []
+    for text in mapping.paths:
+        pattern = parse_path(text)
+        steps = tuple((segment, segment_kind(segment)) for segment in pattern.segments)
+        first = pattern.segments[0] if pattern.segments else None
+        paths.append(
+            CompiledPath(text, pattern.attribute, pattern.absolute, first, steps, steps[1:])
+        )
+    *parents, leaf = mapping.field.split(".")
+    compiled = CompiledMapping(tuple(paths), tuple(parents), leaf)
+    if len(_COMPILED) >= _MAPPINGS_KEPT:
+        _COMPILED.clear()
+    _COMPILED[id(mapping)] = (mapping, compiled)
+    return compiled
+
+
 def resolve(reader: Reader, start: Node, segments: Iterable[str]) -> list[Node]:
     """Objects under ``start`` that the segments select (at most MAX_MATCHES each step)."""
+    return resolve_steps(reader, start, [(segment, segment_kind(segment)) for segment in segments])
+
+
+def resolve_steps(reader: Reader, start: Node, steps: Iterable[Step]) -> list[Node]:
+    """:func:`resolve` with each segment's kind known."""
     nodes: list[Node] = [start]
-    for segment in segments:
-        kind = segment_kind(segment)
+    for segment, kind in steps:
         found: list[Node] = []
         for group in nodes:
             if not group.is_group:
@@ -278,12 +350,13 @@ def apply_mappings(
         value: Any = None
         units: str | None = None
         errors.pop(mapping.field, None)
-        for text, pattern, segments in _candidates(mapping, entry_name):
+        compiled = compile_mapping(mapping)
+        for text, attribute, steps in _candidates(compiled, entry_name):
             try:
-                found = resolve(reader, root, segments)
+                found = resolve_steps(reader, root, steps)
                 if not found:
                     continue
-                value, units = read_field(reader, found[0], pattern.attribute, mapping)
+                value, units = read_field(reader, found[0], attribute, mapping)
             except FieldError as exc:
                 errors[mapping.field] = f"{text}: {exc}"
                 continue
@@ -297,38 +370,33 @@ def apply_mappings(
                 break
         if mapping.type == "time" and value is None and mapping.field in errors:
             # The original is kept when it cannot be parsed.
-            value = _original_text(reader, root, mapping, entry_name)
-        set_dotted(into, mapping.field, value, units)
+            value = _original_text(reader, root, compiled, entry_name)
+        _set_parts(into, compiled.parents, compiled.leaf, value, units)
 
 
 def _candidates(
-    mapping: FieldMapping, entry_name: str | None
-) -> Iterator[tuple[str, PathPattern, tuple[str, ...]]]:
-    """Each of ``mapping.paths`` parsed, with the segments to resolve from the root
-    given: an absolute path's first segment selects the entry (paths naming another
+    compiled: CompiledMapping, entry_name: str | None
+) -> Iterator[tuple[str, str | None, tuple[Step, ...]]]:
+    """(text, attribute, steps to resolve from the root given) of each of a mapping's
+    paths: an absolute path's first segment selects the entry (paths naming another
     entry are skipped) and is then dropped."""
-    for text in mapping.paths:
-        pattern = parse_path(text)
-        segments = pattern.segments
-        if pattern.absolute and entry_name is not None:
-            if not segments or not matches_entry(segments[0], entry_name):
+    for path in compiled.paths:
+        steps = path.steps
+        if path.absolute and entry_name is not None:
+            if path.first is None or not matches_entry(path.first, entry_name):
                 continue
-            segments = segments[1:]
-        yield text, pattern, segments
+            steps = path.tail
+        yield path.text, path.attribute, steps
 
 
 def _original_text(
-    reader: Reader, root: Node, mapping: FieldMapping, entry_name: str | None
+    reader: Reader, root: Node, compiled: CompiledMapping, entry_name: str | None
 ) -> Any:
-    for _text, pattern, segments in _candidates(mapping, entry_name):
+    for _text, attribute, steps in _candidates(compiled, entry_name):
         try:
-            found = resolve(reader, root, segments)
+            found = resolve_steps(reader, root, steps)
             if found:
-                raw = (
-                    reader.attr(found[0], pattern.attribute)
-                    if pattern.attribute
-                    else reader.read(found[0])
-                )
+                raw = reader.attr(found[0], attribute) if attribute else reader.read(found[0])
                 return to_text(raw)
         except H5_ERRORS:
             continue
@@ -338,6 +406,12 @@ def _original_text(
 def set_dotted(into: JSONDict, field: str, value: Any, units: str | None = None) -> None:
     """``into["a"]["b"] = value`` for field ``a.b``; units beside as ``b_units``."""
     *parents, leaf = field.split(".")
+    _set_parts(into, parents, leaf, value, units)
+
+
+def _set_parts(
+    into: JSONDict, parents: Iterable[str], leaf: str, value: Any, units: str | None
+) -> None:
     target = into
     for parent in parents:
         child = target.get(parent)
