@@ -567,24 +567,23 @@ def run_workers(store_url: str, args: argparse.Namespace, world: World) -> dict[
     return throughput
 
 
+def httpx_load(
+    url: str, pid: int, args: argparse.Namespace, world: World, clients: int, think_s: float
+) -> Recorder:
+    """``load`` with the benchmark's users and proposals, ``--warmup`` and ``--duration``."""
+    proposals = {p.number: p for p in world.proposals}
+    return asyncio.run(
+        load(url, pid, world.users, proposals, clients, args.warmup, args.duration, think_s)
+    )
+
+
 def closed_loop_httpx(
     name: str, url: str, pid: int, args: argparse.Namespace, world: World
 ) -> tuple[int, float, float, float]:
     """Searches answered, the seconds measured, the server's and this process's CPU
     seconds, with the httpx clients of the open loop and no think time."""
     client_cpu = time.process_time()
-    recorder = asyncio.run(
-        load(
-            url,
-            pid,
-            world.users,
-            {p.number: p for p in world.proposals},
-            args.workers_clients,
-            args.warmup,
-            args.duration,
-            0.0,
-        )
-    )
+    recorder = httpx_load(url, pid, args, world, args.workers_clients, 0.0)
     client_cpu = time.process_time() - client_cpu
     report(f"{name} (load generator: httpx)", recorder, args.duration)
     searches = sum(len(v) for v in recorder.latencies.values())
@@ -729,18 +728,7 @@ def run_store(
     if not filled:
         fill(store_url, args.docs, world.proposals, args.seed, args.order)
     with api_server(store_url, world.directory_file) as (url, pid):
-        recorder = asyncio.run(
-            load(
-                url,
-                pid,
-                world.users,
-                {p.number: p for p in world.proposals},
-                args.clients,
-                args.warmup,
-                args.duration,
-                args.think_ms / 1000,
-            )
-        )
+        recorder = httpx_load(url, pid, args, world, args.clients, args.think_ms / 1000)
     return report(name, recorder, args.duration)
 
 
