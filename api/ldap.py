@@ -4,8 +4,8 @@
 
 :class:`LdapDirectory` implements :class:`api.principal.Directory`. FastAPI calls it from
 its thread pool, so it shares no connection between calls: each call opens its own
-(``SYNC`` strategy), binds, asks, and unbinds; the only shared state is the group cache,
-behind a lock. Connect and receive timeouts come from ``[ldap] timeout_s``.
+(``SYNC`` strategy), binds, asks, and unbinds; the only shared state is the group cache
+and the bind cache, behind locks. Connect and receive timeouts come from ``[ldap] timeout_s``.
 
 - **Searches** run under catalogd's service account (``bind_dn`` and its password; an
   anonymous bind when no ``bind_dn`` is set, for directories that allow reading).
@@ -18,6 +18,11 @@ behind a lock. Connect and receive timeouts come from ``[ldap] timeout_s``.
   of the user's primary gidNumber), ``rfc2307bis`` (member DNs, followed level by level
   to ``max_depth`` with a guard against cycles), ``ad`` (one search with the in-chain
   rule; the server follows the nesting). Unknown users have no groups.
+- **Bind cache** (``bind_cache_ttl_s``, 0 by default: off): a successful password
+  check is kept that long per user as a keyed digest (:class:`BindCache`), so a user's
+  next requests skip the search and the bind (2.3-2.7 ms of the worker's CPU a login
+  against a local slapd). A changed password or a locked account takes effect after
+  at most that long; a wrong password is always asked of the directory.
 - **Cache**: a user's groups are kept ``cache_ttl_s``. When the entry has expired and the
   directory cannot be asked, :class:`DirectoryUnavailable` is raised (the API answers
   503): stale groups are never served past their time and an outage never looks like
@@ -30,8 +35,11 @@ everything else that goes wrong is DirectoryUnavailable, with the reason in the 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
+import secrets
 import ssl
 import threading
 import time
@@ -39,7 +47,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from api.ldap_query import GID_NUMBER, Queries, group_name
 from api.principal import DirectoryUnavailable
@@ -69,6 +77,8 @@ DNS_PER_QUERY = 50
 #: Users whose groups are cached at most; expired entries are dropped beyond it.
 MAX_CACHED_USERS = 100_000
 
+V = TypeVar("V")
+
 
 @dataclass(frozen=True, slots=True)
 class UserEntry:
@@ -78,16 +88,16 @@ class UserEntry:
     gid: str | None = None
 
 
-class GroupCache:
-    """Each user's groups for ``ttl_s`` seconds (0: no caching), thread-safe."""
+class TtlCache(Generic[V]):
+    """A value per user for ``ttl_s`` seconds (0: no caching), thread-safe."""
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, frozenset[str]]] = {}
+        self._entries: dict[str, tuple[float, V]] = {}
 
-    def get(self, user: str) -> frozenset[str] | None:
+    def get(self, user: str) -> V | None:
         with self._lock:
             entry = self._entries.get(user)
             if entry is None:
@@ -97,7 +107,7 @@ class GroupCache:
                 return None
             return entry[1]
 
-    def put(self, user: str, groups: frozenset[str]) -> None:
+    def put(self, user: str, value: V) -> None:
         if self._ttl <= 0:
             return
         with self._lock:
@@ -107,7 +117,42 @@ class GroupCache:
                 if len(live) >= MAX_CACHED_USERS:
                     live.clear()
                 self._entries = live
-            self._entries[user] = (now + self._ttl, groups)
+            self._entries[user] = (now + self._ttl, value)
+
+    def drop(self, user: str) -> None:
+        with self._lock:
+            self._entries.pop(user, None)
+
+
+class GroupCache(TtlCache[frozenset[str]]):
+    """Each user's groups for ``ttl_s`` seconds (0: no caching), thread-safe."""
+
+
+class BindCache:
+    """Each user's last successful password check for ``ttl_s`` seconds (0: none).
+
+    Holds no password: a keyed HMAC-SHA256 of it, with a random key made per process
+    and never written anywhere. Only a success is kept; a password that does not match
+    the kept digest is not an answer here (the caller asks the directory, which counts
+    a wrong one as a failure), and a failed bind forgets the user's entry."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._key = secrets.token_bytes(32)
+        self._digests: TtlCache[bytes] = TtlCache(ttl_s, clock)
+
+    def _digest(self, user: str, password: str) -> bytes:
+        text = f"{user}\x00{password}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, text, hashlib.sha256).digest()
+
+    def matches(self, user: str, password: str) -> bool:
+        kept = self._digests.get(user)
+        return kept is not None and hmac.compare_digest(kept, self._digest(user, password))
+
+    def succeeded(self, user: str, password: str) -> None:
+        self._digests.put(user, self._digest(user, password))
+
+    def failed(self, user: str) -> None:
+        self._digests.drop(user)
 
 
 class LdapDirectory:
@@ -124,6 +169,7 @@ class LdapDirectory:
         self._settings = settings
         self._queries = Queries.from_settings(settings)
         self._cache = GroupCache(settings.cache_ttl_s, clock)
+        self._binds = BindCache(settings.bind_cache_ttl_s, clock)
         ca_file = str(settings.ca_file) if settings.ca_file is not None else None
         try:
             self._tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
@@ -136,20 +182,25 @@ class LdapDirectory:
     def authenticate(self, user: str, password: str) -> bool:
         if not _plausible_name(user) or not password:
             return False
+        if self._binds.matches(user, password):
+            return True
         with self._service() as conn:
             entry = self._find_user(conn, user)
         if entry is None:
+            self._binds.failed(user)
             return False
         conn = self._connection(entry.dn, password)
         try:
             self._open(conn)
             conn.bind()
         except (LDAPInvalidCredentialsResult, LDAPInappropriateAuthenticationResult):
+            self._binds.failed(user)
             return False
         except (LDAPException, OSError) as exc:
             raise self._unavailable("checking a password", exc) from exc
         finally:
             _close(conn)
+        self._binds.succeeded(user, password)
         return True
 
     def groups_of(self, user: str) -> frozenset[str]:

@@ -25,6 +25,9 @@ directory connections and caches. What must hold across workers:
 * the directory's group cache stays per worker: each worker keeps a user's groups at
   most ``[ldap] cache_ttl_s``, so no worker serves groups older than that; N workers
   ask the directory up to N times per user and TTL instead of once;
+* the bind cache (``[ldap] bind_cache_ttl_s``, off by default) is per worker as well:
+  a success is reused at most that TTL, a wrong password always reaches the directory
+  and the shared failure record;
 * ``/metrics`` is answered by one worker and counts that worker's requests (the answer's
   ``X-Catalogd-Worker`` header names its pid).
 """

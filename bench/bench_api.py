@@ -26,14 +26,20 @@ Elasticsearch); the exit status is 1 when a store misses it.
 
 Then (issue 14; ``--workers 1,2``, empty to skip) the closed-loop throughput of the API
 with 1 and with 2 worker processes on the SQLite store: ``--workers-clients`` clients,
-no think time, the same request mix, ``--duration`` seconds each; 1 worker is
+no think time, the same request mix, ``--duration`` seconds each. The clients are `wrk`
+(``bench/bench_api_wrk.lua``: one connection per wrk thread, each replaying the requests
+this script writes for its seat, the next pages through the previous answer's cursor),
+so that the load generator takes little of the machine's CPU (the httpx clients took
+0.26-0.31 of 2 CPUs); without wrk (Debian package ``wrk``) it says so and uses the httpx
+clients (``--load-generator httpx`` chooses them). 1 worker is
 ``catalogd serve --workers 1`` (uvicorn in the serving process), more are uvicorn's
 supervisor with that many workers on one socket (``api.server.serve_workers``). Prints
-searches/s per worker count and the ratio to 1 worker.
+searches/s per worker count and the ratio to 1 worker, the CPUs the server and the
+load generator kept busy, and the server's CPU per search.
 
     .venv/bin/python bench/bench_api.py [--stores sqlite,es] [--docs 100000]
         [--clients 50] [--duration 60] [--think-ms 100] [--es-url URL] [--dir /tmp]
-        [--workers 1,2] [--workers-clients 16]
+        [--workers 1,2] [--workers-clients 16] [--load-generator auto|wrk|httpx]
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import base64
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -53,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -524,33 +532,132 @@ def wait_for_workers(url: str, workers: int, timeout_s: float = 120.0) -> None:
 def run_workers(store_url: str, args: argparse.Namespace, world: World) -> dict[int, list[float]]:
     """Closed-loop searches/s with each worker count of ``--workers``, in the order
     given (``1,2,1,2`` alternates, so that a change in the machine's other load shows)."""
+    wrk = None if args.load_generator == "httpx" else shutil.which("wrk")
+    if wrk is None and args.load_generator == "wrk":
+        raise SystemExit(
+            "wrk is missing (the closed loop's load generator): install it with "
+            "`apt-get install wrk` (Debian and Ubuntu package), or pass --load-generator httpx"
+        )
+    if wrk is None:
+        print(
+            "\nwrk not found (`apt-get install wrk`): the closed loop falls back to the httpx "
+            "load generator in this process, which takes a large share of a small machine's CPU"
+        )
     throughput: dict[int, list[float]] = defaultdict(list)
     for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
-        with api_server(store_url, world.directory_file, workers) as (url, pid):
-            client_cpu = time.process_time()
-            recorder = asyncio.run(
-                load(
-                    url,
-                    pid,
-                    world.users,
-                    {p.number: p for p in world.proposals},
-                    args.workers_clients,
-                    args.warmup,
-                    args.duration,
-                    0.0,
-                )
-            )
-            client_cpu = time.process_time() - client_cpu
         name = f"sqlite, {workers} worker{'s' if workers > 1 else ''}, closed loop"
-        report(name, recorder, args.duration)
-        searches = sum(len(v) for v in recorder.latencies.values())
+        with api_server(store_url, world.directory_file, workers) as (url, pid):
+            if wrk is not None:
+                searches, seconds, server_cpu_s, client_cpu_s = closed_loop_wrk(
+                    wrk, name, url, pid, args, world
+                )
+                client_busy = client_cpu_s / seconds
+            else:
+                searches, seconds, server_cpu_s, client_cpu_s = closed_loop_httpx(
+                    name, url, pid, args, world
+                )
+                client_busy = client_cpu_s / (args.warmup + seconds)
         print(
-            f"CPUs busy: API server {recorder.server_cpu_s / args.duration:.2f}, "
-            f"load generator {client_cpu / (args.warmup + args.duration):.2f}, "
-            f"of {os.cpu_count()} (the rest: the machine's other load)"
+            f"CPUs busy: API server {server_cpu_s / seconds:.2f}, "
+            f"load generator ({'wrk' if wrk else 'httpx'}) {client_busy:.2f}, "
+            f"of {os.cpu_count()} (the rest: the machine's other load); "
+            f"API server CPU {server_cpu_s / max(searches, 1) * 1e3:.1f} ms per search"
         )
-        throughput[workers].append(searches / args.duration)
+        throughput[workers].append(searches / seconds)
     return throughput
+
+
+def httpx_load(
+    url: str, pid: int, args: argparse.Namespace, world: World, clients: int, think_s: float
+) -> Recorder:
+    """``load`` with the benchmark's users and proposals, ``--warmup`` and ``--duration``."""
+    proposals = {p.number: p for p in world.proposals}
+    return asyncio.run(
+        load(url, pid, world.users, proposals, clients, args.warmup, args.duration, think_s)
+    )
+
+
+def closed_loop_httpx(
+    name: str, url: str, pid: int, args: argparse.Namespace, world: World
+) -> tuple[int, float, float, float]:
+    """Searches answered, the seconds measured, the server's and this process's CPU
+    seconds, with the httpx clients of the open loop and no think time."""
+    client_cpu = time.process_time()
+    recorder = httpx_load(url, pid, args, world, args.workers_clients, 0.0)
+    client_cpu = time.process_time() - client_cpu
+    report(f"{name} (load generator: httpx)", recorder, args.duration)
+    searches = sum(len(v) for v in recorder.latencies.values())
+    return searches, args.duration, recorder.server_cpu_s, client_cpu
+
+
+#: Requests written per seat for wrk (it starts over at the end of a seat's list).
+WRK_REQUESTS_PER_SEAT = 5000
+WRK_SCRIPT = Path(__file__).with_name("bench_api_wrk.lua")
+
+
+def write_wrk_requests(prefix: Path, world: World, seats: int) -> None:
+    """Each seat's requests for bench_api_wrk.lua (in ``PREFIX.SEAT``), in ``client``'s
+    mix, with its changes of user."""
+    proposals = {p.number: p for p in world.proposals}
+    for seat in range(seats):
+        rng = random.Random(seat)
+        user = rng.choice(world.users)
+        previous: JSONDict | None = None
+        lines = []
+        for _ in range(WRK_REQUESTS_PER_SEAT):
+            if rng.random() < 0.05:  # another person at this seat
+                user, previous = rng.choice(world.users), None
+            token = base64.b64encode(f"{user.name}:{PASSWORD}".encode()).decode()
+            kind, params = question(user, proposals, previous, rng)
+            if kind == "next page":  # the cursor is the previous answer's, known in wrk
+                lines.append(f"n\tBasic {token}\t-")
+                continue
+            previous = params
+            target = "/api/v1/search?" + urllib.parse.urlencode(params)
+            lines.append(f"q\tBasic {token}\t{target}")
+        prefix.with_name(f"{prefix.name}.{seat}").write_text("\n".join(lines) + "\n")
+
+
+def closed_loop_wrk(
+    wrk: str, name: str, url: str, pid: int, args: argparse.Namespace, world: World
+) -> tuple[int, float, float, float]:
+    """Searches answered, the seconds measured, the server's and wrk's CPU seconds:
+    ``--workers-clients``
+    connections (one per wrk thread), a ``--warmup`` run first, then ``--duration``."""
+    requests = world.directory_file.with_name("wrk-requests")
+    write_wrk_requests(requests, world, args.workers_clients)
+    env = {**os.environ, "BENCH_API_REQUESTS": str(requests)}
+    seats = str(args.workers_clients)
+
+    def run(seconds: float) -> JSONDict:
+        command = [wrk, "-t", seats, "-c", seats, "-d", f"{max(1, round(seconds))}s"]
+        command += ["--timeout", "30s", "-s", str(WRK_SCRIPT), url]
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        marker = [line for line in out.stdout.splitlines() if line.startswith("BENCH_API_WRK ")]
+        if out.returncode != 0 or not marker:
+            raise SystemExit(f"wrk failed ({out.returncode}): {out.stderr.strip() or out.stdout}")
+        summary: JSONDict = json.loads(marker[0].split(" ", 1)[1])
+        return summary
+
+    if args.warmup > 0:
+        run(args.warmup)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = cpu_seconds(pid)
+    summary = run(args.duration)
+    server_cpu = cpu_seconds(pid) - server_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    errors = summary["status_errors"] + summary["socket_errors"]
+    searches = summary["requests"] - errors
+    seconds = summary["duration_us"] / 1e6
+    print(
+        f"\n== {name}: {searches} searches in {seconds:.0f} s "
+        f"({searches / seconds:.0f}/s), {errors} errors (load generator: wrk, "
+        f"{args.workers_clients} connections); p50 {summary['p50_us'] / 1e3:.1f} ms, "
+        f"p99 {summary['p99_us'] / 1e3:.1f} ms, max {summary['max_us'] / 1e3:.1f} ms; "
+        "load average now: " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
+    return searches, seconds, server_cpu, wrk_cpu
 
 
 def report_workers(throughput: dict[int, list[float]]) -> None:
@@ -621,18 +728,7 @@ def run_store(
     if not filled:
         fill(store_url, args.docs, world.proposals, args.seed, args.order)
     with api_server(store_url, world.directory_file) as (url, pid):
-        recorder = asyncio.run(
-            load(
-                url,
-                pid,
-                world.users,
-                {p.number: p for p in world.proposals},
-                args.clients,
-                args.warmup,
-                args.duration,
-                args.think_ms / 1000,
-            )
-        )
+        recorder = httpx_load(url, pid, args, world, args.clients, args.think_ms / 1000)
     return report(name, recorder, args.duration)
 
 
@@ -678,6 +774,12 @@ def main(argv: list[str]) -> int:
         "--workers", default="1,2", help="API worker counts for the closed loop (empty: skip)"
     )
     parser.add_argument("--workers-clients", type=int, default=16)
+    parser.add_argument(
+        "--load-generator",
+        choices=("auto", "wrk", "httpx"),
+        default="auto",
+        help="the closed loop's clients: wrk (auto: when installed) or httpx in this process",
+    )
     parser.add_argument(
         "--order",
         choices=("acquisition", "scattered"),

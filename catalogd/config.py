@@ -239,6 +239,13 @@ class LdapSettings(Section):
     cache_ttl_s: float = Field(
         default=60.0, ge=0.0, le=3600.0, description="How long a user's groups are reused."
     )
+    bind_cache_ttl_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a user's successful password check is reused (0: every "
+        "request binds).",
+    )
     timeout_s: float = Field(
         default=5.0, gt=0.0, le=300.0, description="Connect and receive timeout per request."
     )

@@ -443,3 +443,31 @@ def test_the_cache_is_safe_across_threads() -> None:
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_a_kept_password_check_spares_the_directory_until_it_expires(slapd: SlapdNode) -> None:
+    clock = Clock()
+    settings = slapd.settings("rfc2307bis", bind_cache_ttl_s=30.0)
+    directory = LdapDirectory(settings, clock=clock)
+    assert directory.authenticate("alice", "alice-pw")
+    with slapd.down():
+        assert directory.authenticate("alice", "alice-pw")  # kept: the directory is not asked
+        with pytest.raises(DirectoryUnavailable):  # another password is never answered here
+            directory.authenticate("alice", "not-alice-pw")
+        with pytest.raises(DirectoryUnavailable):  # nor another user
+            directory.authenticate("bob", "bob-pw")
+        clock.now += 30.1
+        with pytest.raises(DirectoryUnavailable):  # expired: asked again
+            directory.authenticate("alice", "alice-pw")
+
+
+def test_a_failed_bind_forgets_the_kept_check_and_off_keeps_none(slapd: SlapdNode) -> None:
+    kept = LdapDirectory(slapd.settings("rfc2307bis", bind_cache_ttl_s=30.0), clock=Clock())
+    assert kept.authenticate("alice", "alice-pw")
+    assert not kept.authenticate("alice", "wrong")
+    off = LdapDirectory(slapd.settings("rfc2307bis"), clock=Clock())  # the default: 0
+    assert off.authenticate("alice", "alice-pw")
+    with slapd.down():
+        for directory in (kept, off):
+            with pytest.raises(DirectoryUnavailable):
+                directory.authenticate("alice", "alice-pw")
