@@ -147,6 +147,63 @@ MIGRATIONS: tuple[Migration, ...] = (_DOCUMENTS, _VIOLATIONS, _LINKS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# -- the first load into an empty catalogue --------------------------------------------
+#: While this table exists, a bulk load is under way (:func:`begin_bulk`): the secondary
+#: indexes below are not there, and the full text of new documents waits in it (rowid =
+#: docs.file_id) instead of the trigram index. Its presence is the whole state, so a
+#: load cut short (a crash) is finished by the next open (:func:`end_bulk`), and every
+#: writer, of any process, routes the full text by it.
+BULK_PENDING = "docs_fts_pending"
+#: The indexes a bulk load builds after the load, with the migrations' own statements:
+#: those of the documents and their groups, and of the violations.
+BULK_INDEXES: tuple[tuple[str, str, str], ...] = tuple(
+    (statement.split()[2], statement.split(" ON ")[1].split("(")[0], statement)
+    for migration in MIGRATIONS
+    for statement in migration.statements
+    if statement.startswith("CREATE INDEX ")
+    and statement.split(" ON ")[1].startswith(("docs(", "doc_groups(", "violations("))
+)
+
+
+def bulk_pending(conn: sqlite3.Connection) -> bool:
+    """Whether a bulk load is under way (or was cut short) in this database."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (BULK_PENDING,)
+    ).fetchone()
+    return found is not None
+
+
+def begin_bulk(conn: sqlite3.Connection) -> bool:
+    """Start a bulk load, inside the caller's transaction, when the catalogue holds no
+    document: drop the secondary indexes (those of the violations too when there are
+    none) and create :data:`BULK_PENDING`. Returns whether a load is now under way."""
+    if bulk_pending(conn):
+        return True
+    if conn.execute("SELECT 1 FROM docs LIMIT 1").fetchone() is not None:
+        return False
+    no_violations = conn.execute("SELECT 1 FROM violations LIMIT 1").fetchone() is None
+    conn.execute(f"CREATE TABLE {BULK_PENDING} (file_id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+    for name, table, _ in BULK_INDEXES:
+        if table != "violations" or no_violations:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+    return True
+
+
+def end_bulk(conn: sqlite3.Connection) -> int:
+    """Finish a bulk load, inside the caller's transaction: the pending full text into
+    the trigram index in one statement, the indexes built, :data:`BULK_PENDING` dropped.
+    Returns the documents it indexed (0 when no load was under way)."""
+    if not bulk_pending(conn):
+        return 0
+    moved = conn.execute(
+        f"INSERT INTO docs_fts (rowid, text) SELECT file_id, text FROM {BULK_PENDING}"
+    ).rowcount
+    for _, _, statement in BULK_INDEXES:
+        conn.execute(statement.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+    conn.execute(f"DROP TABLE {BULK_PENDING}")
+    return int(moved)
+
+
 def user_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0])

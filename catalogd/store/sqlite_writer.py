@@ -19,14 +19,18 @@ from dataclasses import dataclass, field
 
 from catalogd.errors import StoreError
 from catalogd.store.sqlite_schema import (
+    BULK_PENDING,
     DOC_COLUMNS,
     SQLITE_ERRORS,
     VIOLATION_FIELDS,
     VIOLATION_SELECT,
     DocRow,
+    begin_bulk,
+    bulk_pending,
     dec_text,
     enc_path,
     enc_text,
+    end_bulk,
     translate_error,
     violation_values,
 )
@@ -60,6 +64,13 @@ class Audit:
     seen_at: float
 
 
+@dataclass(slots=True)
+class Bulk:
+    """Begin (``start``) or end a bulk load (see sqlite_schema.begin_bulk)."""
+
+    start: bool
+
+
 @dataclass(slots=True, eq=False)
 class Flush:
     done: threading.Event = field(default_factory=threading.Event)
@@ -70,8 +81,8 @@ class Stop:
     pass
 
 
-Op = Put | Delete | Audit | Flush | Stop
-Work = Put | Delete | Audit
+Op = Put | Delete | Audit | Bulk | Flush | Stop
+Work = Put | Delete | Audit | Bulk
 
 
 class Writer(threading.Thread):
@@ -126,7 +137,7 @@ class Writer(threading.Thread):
         return batch
 
     def _process(self, batch: list[Op]) -> bool:
-        work = [op for op in batch if isinstance(op, Put | Delete | Audit)]
+        work = [op for op in batch if isinstance(op, Put | Delete | Audit | Bulk)]
         if work:
             try:
                 self._transaction(work)
@@ -159,24 +170,37 @@ class Writer(threading.Thread):
         conn.execute("BEGIN IMMEDIATE")
         try:
             pending: dict[str, DocRow] = {}
+            bulk = bulk_pending(conn)
             for op in ops:
                 if isinstance(op, Put):
                     pending.update((row.id, row) for row in op.rows)
                     continue
                 if pending:
-                    write_docs(conn, pending.values())
+                    write_docs(conn, pending.values(), bulk=bulk)
                     pending = {}
                 if isinstance(op, Delete):
-                    delete_docs(conn, op.ids)
+                    delete_docs(conn, op.ids, bulk=bulk)
+                elif isinstance(op, Bulk):
+                    bulk = self._bulk(op.start)
                 else:
                     write_audit(conn, op.findings, scope_clause=op.scope_clause, seen_at=op.seen_at)
             if pending:
-                write_docs(conn, pending.values())
+                write_docs(conn, pending.values(), bulk=bulk)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _bulk(self, start: bool) -> bool:
+        """Begin or end a bulk load; returns whether one is under way after it."""
+        if start:
+            begun = begin_bulk(self.conn)
+            log.debug("SQLite store %s: bulk load %s", self.where, "on" if begun else "not begun")
+            return begun
+        indexed = end_bulk(self.conn)
+        log.debug("SQLite store %s: bulk load ended, %d documents indexed", self.where, indexed)
+        return False
 
 
 # -- the statements, inside the writer's transaction ----------------------------------
@@ -193,10 +217,14 @@ _DOC_TABLES = (
     ("doc_links", "master_id"),
     ("docs", "file_id"),
 )
+#: The same during a bulk load, whose full text waits in BULK_PENDING.
+_BULK_DOC_TABLES = ((BULK_PENDING, "file_id"), *_DOC_TABLES)
+_FTS_FROM_JSON = "(rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?)"
 
 
-def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
-    """Upsert documents: an existing id keeps its file_id, a new one takes the next."""
+def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow], *, bulk: bool = False) -> None:
+    """Upsert documents: an existing id keeps its file_id, a new one takes the next.
+    With ``bulk`` (a bulk load is under way), the full text goes to BULK_PENDING."""
     ids = json.dumps([row.id for row in rows])
     existing: dict[str, int] = dict(
         conn.execute(f"SELECT id, file_id FROM docs WHERE id {_IDS_IN}", (ids,)).fetchall()
@@ -204,7 +232,7 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
     last_id = int(conn.execute("SELECT ifnull(max(file_id), 0) FROM docs").fetchone()[0])
     if existing:  # replaced: they keep their file_id, and lose their old index entries
         old = [(file_id,) for file_id in existing.values()]
-        for table, column in _DOC_TABLES:
+        for table, column in _BULK_DOC_TABLES if bulk else _DOC_TABLES:
             conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", old)
     numbered: list[tuple[int, DocRow]] = []
     for row in rows:
@@ -217,7 +245,7 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
     # The full-text and group rows in one statement each, from one JSON parameter: the
     # GIL is released for the whole batch, not taken back between rows.
     conn.execute(
-        "INSERT INTO docs_fts (rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
+        f"INSERT INTO {BULK_PENDING if bulk else 'docs_fts'} {_FTS_FROM_JSON}",
         (_JSON.encode([(file_id, row.text) for file_id, row in numbered]),),
     )
     grouped = [(file_id, grp) for file_id, row in numbered for grp in row.groups]
@@ -236,10 +264,10 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
         )
 
 
-def delete_docs(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+def delete_docs(conn: sqlite3.Connection, ids: Sequence[str], *, bulk: bool = False) -> None:
     found = conn.execute(f"SELECT file_id FROM docs WHERE id {_IDS_IN}", (json.dumps(ids),))
     file_ids = found.fetchall()
-    for table, column in _DOC_TABLES:
+    for table, column in _BULK_DOC_TABLES if bulk else _DOC_TABLES:
         conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", file_ids)
 
 
