@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from catalogd.document import FileDocument, document_id
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -127,6 +127,12 @@ class Documents:
         self._dirs[directory] = value
         return value
 
+    def directory_of(self, path: str) -> _Directory | None:
+        """What the files of ``path``'s directory inside a visit share (see
+        :meth:`from_file_stat`), or None when ``path`` is not such a file."""
+        directory, name = posixpath.split(path)
+        return self._directory(directory) if name and "//" not in path else None
+
     def build(
         self, path: str, st: os.stat_result, *, indexed_at: float | None = None
     ) -> FileDocument:
@@ -194,9 +200,14 @@ class RowMaker:
         *,
         refresh: bool,
         extract_suffixes: frozenset[str] | None,
+        plain: PlainEncoder | None = None,
     ) -> None:
         self.documents = documents
         self.encode = encode
+        #: ``encode`` of the documents without metadata of one directory's files, from
+        #: their stat facts (the SQLite store's PlainRows): tried first.
+        self.plain = plain
+        self._plain: dict[str, Any] = {}
         self.known = known
         self.refresh = refresh
         #: With indexers: the suffixes of their files (and the probed ones go to them).
@@ -221,11 +232,39 @@ class RowMaker:
                 if change is Change.NONE or change is Change.ATTRIB:
                     keep.append(fs)
                     continue
+            row = self._plain_row(fs) if self.plain is not None else None
+            if row is not None:
+                rows.append((path, row))
+                continue
             try:
                 rows.append((path, encode(build(fs))))
             except StoreError:  # the caller's put says why, as before
                 keep.append(fs)
         part.files = keep
+
+    def _plain_row(self, fs: FileStat) -> Any:
+        """The ``plain`` row of ``fs``, or None (then ``encode`` of its document)."""
+        assert self.plain is not None
+        directory = fs[0].rpartition("/")[0]
+        encoder = self._plain.get(directory)
+        if encoder is None:
+            shared = self.documents.directory_of(fs[0])
+            if shared is None:
+                return None
+            if len(self._plain) > 10_000:
+                self._plain.clear()
+            encoder = self._plain[directory] = self.plain(*shared)
+        names, documents = self.documents.names, self.documents
+        return encoder.row(fs, names.owner(fs[5]), names.group(fs[6]), documents.clock())
+
+
+class PlainRow(Protocol):
+    def row(self, fs: FileStat, owner: str | None, group: str | None, indexed_at: float) -> Any:
+        """The encoded document of ``fs`` without metadata, or None."""
+
+
+#: Makes the :class:`PlainRow` of one directory from what its files share.
+PlainEncoder = Callable[[str, dict[str, Any], tuple[str, ...]], PlainRow]
 
 
 def _fields(location: Location) -> dict[str, Any]:

@@ -155,6 +155,7 @@ class Scanner:
                 known,
                 refresh=self.refresh,
                 extract_suffixes=extract,
+                plain=row_store.plain_rows,
             )
         # A first scan into an empty catalogue: indexes and full text after the load.
         loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()

@@ -29,6 +29,7 @@ from catalogd.store.sqlite_schema import (
     SQLITE_ERRORS,
     VIOLATION_SELECT,
     DocRow,
+    PlainRows,
     bulk_pending,
     dec_u64,
     doc_row,
@@ -225,6 +226,8 @@ class SQLiteStore(Store):
     #: What :meth:`put_rows` takes for a document (the scan encodes in its walking
     #: children, see catalogd.pipeline.RowMaker).
     encode = staticmethod(doc_row)
+    #: The same for the documents without metadata of one directory's files (the scan).
+    plain_rows = PlainRows
 
     def put_rows(self, rows: list[DocRow]) -> None:
         """``put`` of documents already encoded with :attr:`encode`."""

@@ -16,7 +16,7 @@ value round trips and equality stays exact. JSON columns escape non-ASCII text.
 
 from __future__ import annotations
 
-import copyreg
+import hashlib
 import json
 import os
 import sqlite3
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from catalogd.document import FileDocument, display_path
+from catalogd.document import KIND_OTHER, FileDocument, display_path
 from catalogd.errors import StoreError, StoreUnavailable
 from catalogd.store import links
 from catalogd.violations import Violation
@@ -357,25 +357,11 @@ DOC_SELECT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DocRow:
-    """A document ready for the writer: its columns, full text and group rows."""
-
-    id: str
-    columns: tuple[object, ...]
-    text: str
-    groups: tuple[TextValue, ...]
-    #: For a master: the paths of the files it names.
-    links: tuple[bytes, ...] = ()
-
-
-def _reduce_row(row: DocRow) -> tuple[type[DocRow], tuple[object, ...]]:
-    return (DocRow, (row.id, row.columns, row.text, row.groups, row.links))
-
-
-# The scan's walking children send rows back: pickled as their values (a dataclass's
-# own pickling is several times slower).
-copyreg.pickle(DocRow, _reduce_row)
+#: A document ready for the writer: ``(id, columns, full text, group rows, links)``,
+#: links being, for a master, the paths of the files it names. A plain tuple: the
+#: scan's walking children send rows back, and a tuple pickles with no Python call on
+#: either side.
+DocRow = tuple[str, tuple[object, ...], str, tuple[TextValue, ...], tuple[bytes, ...]]
 
 
 def doc_row(doc: FileDocument) -> DocRow:
@@ -394,9 +380,56 @@ def doc_row(doc: FileDocument) -> DocRow:
         )  # fmt: skip
         groups = tuple(enc_text(g) for g in dict.fromkeys(doc.access_groups))
         named = tuple(enc_path(p) for p in links.data_files(doc))
-        return DocRow(doc.id, columns, fts_text(doc.search_text()), groups, named)
+        return (doc.id, columns, fts_text(doc.search_text()), groups, named)
     except (TypeError, ValueError) as exc:  # not JSON, not a file system name
         raise StoreError(f"cannot store the document for {doc.path!r}: {exc}") from exc
+
+
+class PlainRows:
+    """:func:`doc_row` of the documents without metadata of the files of one directory
+    inside a visit (those the indexers do not read), from their stat facts, with what
+    the files share encoded once: the same rows as ``doc_row`` of the documents
+    :meth:`catalogd.pipeline.Documents.from_file_stat` builds, without building them
+    (measured with the plain tuple rows, on the 100,000-file clean tree: the scan's user
+    CPU 6.7-7.5 -> 4.9-5.3 s). ``inner`` is the directory's inner path with a trailing slash,
+    ``fields`` its layout fields but the inner path, ``groups`` the files' access groups.
+    """
+
+    __slots__ = ("inner", "tail", "groups_json", "groups", "text_tail")
+
+    def __init__(self, inner: str, fields: dict[str, Any], groups: tuple[str, ...]) -> None:
+        self.inner = inner
+        self.tail = tuple(
+            enc_text(fields[name])
+            for name in ("user_type", "beamline", "proposal", "visit", "visit_date", "area")
+        )
+        self.groups_json = _groups_json(groups)
+        self.groups = tuple(enc_text(g) for g in dict.fromkeys(groups))
+        proposal = fields["proposal"]
+        self.text_tail = "\n" + fts_text(proposal) if proposal else ""
+
+    def row(
+        self,
+        fs: tuple[str, int, int, int, int, int, int, int, float, float],
+        owner: str | None,
+        group: str | None,
+        indexed_at: float,
+    ) -> DocRow | None:
+        """The row of the file ``fs`` (a FileStat) in this directory, or None when its
+        path is not plain ASCII (then :func:`doc_row` of its document says)."""
+        path, mode, ino, dev, _, uid, gid, size, mtime, ctime = fs
+        if not path.isascii():
+            return None
+        name = path[path.rindex("/") + 1 :]
+        raw = path.encode()
+        doc_id = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        columns = (
+            doc_id, raw, path, name, size, mtime, ctime, _enc_u64(ino), _enc_u64(dev), uid,
+            gid, enc_text(owner), enc_text(group), mode, "inside", *self.tail,
+            self.inner + name, self.groups_json, KIND_OTHER, "[]", "{}", None, indexed_at,
+            None, "",
+        )  # fmt: skip
+        return (doc_id, columns, path.lower() + self.text_tail, self.groups, ())
 
 
 def row_doc(row: Sequence[Any]) -> FileDocument:

@@ -173,7 +173,7 @@ class Writer(threading.Thread):
             bulk = bulk_pending(conn)
             for op in ops:
                 if isinstance(op, Put):
-                    pending.update((row.id, row) for row in op.rows)
+                    pending.update((row[0], row) for row in op.rows)
                     continue
                 if pending:
                     write_docs(conn, pending.values(), bulk=bulk)
@@ -225,7 +225,7 @@ _FTS_FROM_JSON = "(rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?
 def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow], *, bulk: bool = False) -> None:
     """Upsert documents: an existing id keeps its file_id, a new one takes the next.
     With ``bulk`` (a bulk load is under way), the full text goes to BULK_PENDING."""
-    ids = json.dumps([row.id for row in rows])
+    ids = json.dumps([row[0] for row in rows])
     existing: dict[str, int] = dict(
         conn.execute(f"SELECT id, file_id FROM docs WHERE id {_IDS_IN}", (ids,)).fetchall()
     )
@@ -236,19 +236,19 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow], *, bulk: bool
             conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", old)
     numbered: list[tuple[int, DocRow]] = []
     for row in rows:
-        file_id = existing.get(row.id)
+        file_id = existing.get(row[0])
         if file_id is None:
             last_id += 1
             file_id = last_id
         numbered.append((file_id, row))
-    conn.executemany(_INSERT_DOC, [(file_id, *row.columns) for file_id, row in numbered])
+    conn.executemany(_INSERT_DOC, [(file_id, *row[1]) for file_id, row in numbered])
     # The full-text and group rows in one statement each, from one JSON parameter: the
     # GIL is released for the whole batch, not taken back between rows.
     conn.execute(
         f"INSERT INTO {BULK_PENDING if bulk else 'docs_fts'} {_FTS_FROM_JSON}",
-        (_JSON.encode([(file_id, row.text) for file_id, row in numbered]),),
+        (_JSON.encode([(file_id, row[2]) for file_id, row in numbered]),),
     )
-    grouped = [(file_id, grp) for file_id, row in numbered for grp in row.groups]
+    grouped = [(file_id, grp) for file_id, row in numbered for grp in row[3]]
     if all(type(grp) is str for _, grp in grouped):
         conn.execute(
             "INSERT OR IGNORE INTO doc_groups (file_id, grp) "
@@ -257,7 +257,7 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow], *, bulk: bool
         )
     else:  # a group name that is not valid UTF-8 (a BLOB)
         conn.executemany("INSERT OR IGNORE INTO doc_groups (file_id, grp) VALUES (?, ?)", grouped)
-    named = [(file_id, path) for file_id, row in numbered for path in row.links]
+    named = [(file_id, path) for file_id, row in numbered for path in row[4]]
     if named:  # masters are few: most batches have none
         conn.executemany(
             "INSERT OR IGNORE INTO doc_links (master_id, data_path) VALUES (?, ?)", named
