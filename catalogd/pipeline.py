@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from catalogd.document import FileDocument, document_id
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -201,6 +201,7 @@ class RowMaker:
         refresh: bool,
         extract_suffixes: frozenset[str] | None,
         plain: PlainEncoder | None = None,
+        encode_finding: Callable[[Violation], Any] | None = None,
     ) -> None:
         self.documents = documents
         self.encode = encode
@@ -208,6 +209,9 @@ class RowMaker:
         #: their stat facts (the SQLite store's PlainRows): tried first.
         self.plain = plain
         self._plain: dict[str, Any] = {}
+        #: The store's encoding of a finding: each part's findings travel encoded, so
+        #: the caller neither rebuilds nor encodes them (see record_pass).
+        self.encode_finding = encode_finding
         self.known = known
         self.refresh = refresh
         #: With indexers: the suffixes of their files (and the probed ones go to them).
@@ -241,6 +245,18 @@ class RowMaker:
             except StoreError:  # the caller's put says why, as before
                 keep.append(fs)
         part.files = keep
+        if self.encode_finding is not None and part.findings:
+            self._encode_findings(part)
+
+    def _encode_findings(self, part: AuditPart) -> None:
+        assert self.encode_finding is not None
+        encode, kept = self.encode_finding, []
+        for v in part.findings:
+            try:
+                part.finding_rows.append(encode(v))
+            except StoreError:  # the caller's record_audit says why, as before
+                kept.append(v)
+        part.findings = kept
 
     def _plain_row(self, fs: FileStat) -> Any:
         """The ``plain`` row of ``fs``, or None (then ``encode`` of its document)."""
@@ -324,6 +340,9 @@ class TreePass:
     files: int = 0
     others: int = 0  # links and special files: not catalogued
     findings: list[Violation] = field(default_factory=list)
+    #: Findings the walking processes encoded for the store (see RowMaker); recorded
+    #: with ``findings`` by record_pass.
+    finding_rows: list[Any] = field(default_factory=list)
     #: Directories that could not be listed (nothing below them is taken to be gone).
     unlisted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -393,6 +412,7 @@ def tree_pass(
         res.files += len(part.files) + len(part.rows)
         res.others += part.others
         res.findings.extend(part.findings)
+        res.finding_rows.extend(part.finding_rows)
         res.unlisted.extend(part.unlisted)
         res.errors.extend(part.errors)
         yield part
@@ -419,14 +439,38 @@ def record_pass(store: Store, tree: TreePass) -> None:
     below a directory the pass could not list are kept open (they could not be looked
     at: the directory itself is a finding)."""
     findings = list(tree.findings)
+    encoded = tree.finding_rows
+    if encoded and not isinstance(store, EncodedAudit):
+        raise TypeError("encoded findings come from the encoder of the store they go to")
     if tree.unlisted:
         seen = {v.key for v in findings}
+        seen_rows = {tuple(row[:2]) for row in encoded}
         for directory in tree.unlisted:
             for v in store.violations(path_prefix=directory):
-                if v.path != directory and v.key not in seen:
-                    findings.append(v)
-                    seen.add(v.key)
-    store.record_audit(findings, scope=tree.root, seen_at=tree.started, recursive=True)
+                if v.path == directory or v.key in seen:
+                    continue
+                if encoded and tuple(store.encode_finding(v)[:2]) in seen_rows:  # type: ignore[attr-defined]
+                    continue
+                findings.append(v)
+                seen.add(v.key)
+    if not encoded:
+        store.record_audit(findings, scope=tree.root, seen_at=tree.started, recursive=True)
+        return
+    assert isinstance(store, EncodedAudit)
+    rows = encoded + [store.encode_finding(v) for v in findings]
+    store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, recursive=True)
+
+
+@runtime_checkable
+class EncodedAudit(Protocol):
+    """A store that records findings encoded by the walking processes (SQLite): the
+    first two values of an encoded finding are its key (path and rule), encoded."""
+
+    def encode_finding(self, v: Violation) -> Any: ...
+
+    def record_audit_rows(
+        self, rows: list[Any], *, scope: str, seen_at: float, recursive: bool = True
+    ) -> None: ...
 
 
 __all__ = [

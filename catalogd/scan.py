@@ -156,6 +156,7 @@ class Scanner:
                 refresh=self.refresh,
                 extract_suffixes=extract,
                 plain=row_store.plain_rows,
+                encode_finding=row_store.encode_finding,
             )
         # A first scan into an empty catalogue: indexes and full text after the load.
         loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()
@@ -252,7 +253,7 @@ class Scanner:
         for error in tree.errors:
             log.warning("%s", error)
         stats.errors = list(tree.errors)
-        stats.violations = len(tree.findings)
+        stats.violations = len(tree.findings) + len(tree.finding_rows)
         self.store.flush()
         if tree.complete:
             record_pass(self.store, tree)

@@ -133,6 +133,8 @@ class AuditPart:
     #: With ``on_part``: regular files taken out of ``files`` by it, as ``(path, what
     #: on_part made of them)`` (the scan's store rows; see catalogd.pipeline.RowMaker).
     rows: list[tuple[str, Any]] = field(default_factory=list)
+    #: With ``on_part``: findings taken out of ``findings`` by it, encoded for the store.
+    finding_rows: list[Any] = field(default_factory=list)
 
     def merge(self, other: AuditPart) -> None:
         self.entries += other.entries
@@ -145,6 +147,7 @@ class AuditPart:
         self.errors.extend(other.errors)
         self.hdf5.extend(other.hdf5)
         self.rows.extend(other.rows)
+        self.finding_rows.extend(other.finding_rows)
 
 
 def read_facts(

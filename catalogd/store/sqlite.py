@@ -30,16 +30,17 @@ from catalogd.store.sqlite_schema import (
     VIOLATION_SELECT,
     DocRow,
     PlainRows,
+    ViolationRow,
     bulk_pending,
     dec_u64,
     doc_row,
-    enc_path,
     enc_text,
     end_bulk,
     migrate,
     row_doc,
     row_violation,
     translated,
+    violation_row,
 )
 from catalogd.store.sqlite_writer import (
     MAX_BATCH_DOCS,
@@ -269,10 +270,19 @@ class SQLiteStore(Store):
         seen_at: float,
         recursive: bool = True,
     ) -> None:
-        findings = list(findings)
-        for finding in findings:
-            enc_path(finding.path)  # refuse what cannot be stored now, not in the writer
-        self._enqueue(Audit(findings, sql.scope_clause(scope, recursive), seen_at))
+        # Encoded here, so what cannot be stored is refused now, not in the writer.
+        rows = [violation_row(v) for v in findings]
+        self.record_audit_rows(rows, scope=scope, seen_at=seen_at, recursive=recursive)
+
+    #: What :meth:`record_audit_rows` takes for a finding (the scan encodes in its
+    #: walking children, see catalogd.pipeline.RowMaker).
+    encode_finding = staticmethod(violation_row)
+
+    def record_audit_rows(
+        self, rows: list[ViolationRow], *, scope: str, seen_at: float, recursive: bool = True
+    ) -> None:
+        """``record_audit`` of findings already encoded with :attr:`encode_finding`."""
+        self._enqueue(Audit(rows, sql.scope_clause(scope, recursive), seen_at))
 
     def flush(self) -> None:
         marker = Flush()

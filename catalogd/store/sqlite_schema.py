@@ -486,6 +486,17 @@ def violation_values(v: Violation) -> tuple[TextValue, ...]:
     return tuple(enc_text(getattr(v, name)) for name in VIOLATION_FIELDS)
 
 
+#: A finding as the writer records it: path and rule (the record's key, encoded), the
+#: columns of VIOLATION_FIELDS, and its resolved_at.
+ViolationRow = tuple[object, ...]
+
+
+def violation_row(v: Violation) -> ViolationRow:
+    """The :data:`ViolationRow` of ``v``; StoreError when its path cannot be stored."""
+    path = v.path.encode() if v.path.isascii() else enc_path(v.path)
+    return (path, enc_text(v.rule), *violation_values(v), v.resolved_at)
+
+
 def row_violation(row: Sequence[Any]) -> Violation:
     path, rule, *texts, first_seen, last_seen, resolved_at = row
     fields: dict[str, Any] = dict(zip(VIOLATION_FIELDS, map(dec_text, texts), strict=True))

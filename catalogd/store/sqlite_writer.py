@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -25,16 +24,12 @@ from catalogd.store.sqlite_schema import (
     VIOLATION_FIELDS,
     VIOLATION_SELECT,
     DocRow,
+    ViolationRow,
     begin_bulk,
     bulk_pending,
-    dec_text,
-    enc_path,
-    enc_text,
     end_bulk,
     translate_error,
-    violation_values,
 )
-from catalogd.violations import Violation
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +54,7 @@ class Delete:
 
 @dataclass(slots=True)
 class Audit:
-    findings: list[Violation]
+    rows: list[ViolationRow]
     scope_clause: tuple[str, list[object]]
     seen_at: float
 
@@ -183,7 +178,7 @@ class Writer(threading.Thread):
                 elif isinstance(op, Bulk):
                     bulk = self._bulk(op.start)
                 else:
-                    write_audit(conn, op.findings, scope_clause=op.scope_clause, seen_at=op.seen_at)
+                    write_audit(conn, op.rows, scope_clause=op.scope_clause, seen_at=op.seen_at)
             if pending:
                 write_docs(conn, pending.values(), bulk=bulk)
             conn.execute("COMMIT")
@@ -273,16 +268,16 @@ def delete_docs(conn: sqlite3.Connection, ids: Sequence[str], *, bulk: bool = Fa
 
 def write_audit(
     conn: sqlite3.Connection,
-    findings: Sequence[Violation],
+    rows: Sequence[ViolationRow],
     *,
     scope_clause: tuple[str, list[object]],
     seen_at: float,
 ) -> None:
-    """Apply an audit's findings; ``scope_clause`` selects the records it covered.
-
-    The same rules, in the same order, as :meth:`catalogd.store.memory.MemoryStore.record_audit`.
-    """
-    found = {v.key: v for v in findings}
+    """Apply an audit's findings (encoded: :func:`violation_row`); ``scope_clause``
+    selects the records it covered. The same rules, in the same order, as
+    :meth:`catalogd.store.memory.MemoryStore.record_audit`: the records are matched on
+    their encoded path and rule, which are equal exactly when the findings' are."""
+    found = {(row[0], row[1]): row for row in rows}
     where, params = scope_clause
     open_in_scope = conn.execute(
         f"SELECT violation_id, path, rule FROM violations "
@@ -292,11 +287,11 @@ def write_audit(
     updates: list[tuple[object, ...]] = []
     resolved: list[tuple[float, int]] = []
     for violation_id, path, rule in open_in_scope:
-        fresh = found.pop((os.fsdecode(path), dec_text(rule) or ""), None)
+        fresh = found.pop((path, rule), None)
         if fresh is None:
             resolved.append((seen_at, violation_id))
         else:
-            updates.append((*violation_values(fresh), seen_at, fresh.resolved_at, violation_id))
+            updates.append((*fresh[2:-1], seen_at, fresh[-1], violation_id))
     assignments = ", ".join(f"{name} = ?" for name in VIOLATION_FIELDS)
     conn.executemany(
         f"UPDATE violations SET {assignments}, last_seen = ?, resolved_at = ? "
@@ -307,8 +302,5 @@ def write_audit(
     conn.executemany(
         f"INSERT INTO violations ({VIOLATION_SELECT}) "
         f"VALUES ({', '.join('?' * (len(VIOLATION_FIELDS) + 5))})",
-        [
-            (enc_path(v.path), enc_text(v.rule), *violation_values(v), seen_at, seen_at, None)
-            for v in found.values()
-        ],
+        [(*row[:-1], seen_at, seen_at, None) for row in found.values()],
     )
