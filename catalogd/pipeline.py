@@ -201,7 +201,6 @@ class RowMaker:
         refresh: bool,
         extract_suffixes: frozenset[str] | None,
         plain: PlainEncoder | None = None,
-        encode_finding: Callable[[Violation], Any] | None = None,
     ) -> None:
         self.documents = documents
         self.encode = encode
@@ -209,9 +208,6 @@ class RowMaker:
         #: their stat facts (the SQLite store's PlainRows): tried first.
         self.plain = plain
         self._plain: dict[str, Any] = {}
-        #: The store's encoding of a finding: each part's findings travel encoded, so
-        #: the caller neither rebuilds nor encodes them (see record_pass).
-        self.encode_finding = encode_finding
         self.known = known
         self.refresh = refresh
         #: With indexers: the suffixes of their files (and the probed ones go to them).
@@ -245,18 +241,6 @@ class RowMaker:
             except StoreError:  # the caller's put says why, as before
                 keep.append(fs)
         part.files = keep
-        if self.encode_finding is not None and part.findings:
-            self._encode_findings(part)
-
-    def _encode_findings(self, part: AuditPart) -> None:
-        assert self.encode_finding is not None
-        encode, kept = self.encode_finding, []
-        for v in part.findings:
-            try:
-                part.finding_rows.append(encode(v))
-            except StoreError:  # the caller's record_audit says why, as before
-                kept.append(v)
-        part.findings = kept
 
     def _plain_row(self, fs: FileStat) -> Any:
         """The ``plain`` row of ``fs``, or None (then ``encode`` of its document)."""
@@ -363,6 +347,7 @@ def tree_pass(
     result: TreePass | None = None,
     probe_suffixes: frozenset[str] | None = None,
     on_part: Callable[[AuditPart], None] | None = None,
+    encode_finding: Callable[[Violation], Any] | None = None,
 ) -> Generator[AuditPart, None, None]:
     """Walk ``root`` and everything below it; yields the walker's parts (the regular
     files' stat tuples in ``files``, the directories in ``dirs``; ``root`` itself is in
@@ -389,6 +374,7 @@ def tree_pass(
         check=check,
         probe_suffixes=probe_suffixes,
         on_part=on_part,
+        encode_finding=encode_finding,
     )
     first = AuditPart(entries=1)
     auditor.check_entry(first, root, root_stat, None)

@@ -156,7 +156,6 @@ class Scanner:
                 refresh=self.refresh,
                 extract_suffixes=extract,
                 plain=row_store.plain_rows,
-                encode_finding=row_store.encode_finding,
             )
         # A first scan into an empty catalogue: indexes and full text after the load.
         loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()
@@ -197,6 +196,7 @@ class Scanner:
             result=tree,
             probe_suffixes=hdf5_suffixes if self.registry is not None else None,
             on_part=maker,
+            encode_finding=row_store.encode_finding if row_store is not None else None,
         )
         for part in parts:
             if part.rows:
