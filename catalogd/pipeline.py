@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from catalogd.document import FileDocument, document_id
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -127,6 +127,12 @@ class Documents:
         self._dirs[directory] = value
         return value
 
+    def directory_of(self, path: str) -> _Directory | None:
+        """What the files of ``path``'s directory inside a visit share (see
+        :meth:`from_file_stat`), or None when ``path`` is not such a file."""
+        directory, name = posixpath.split(path)
+        return self._directory(directory) if name and "//" not in path else None
+
     def build(
         self, path: str, st: os.stat_result, *, indexed_at: float | None = None
     ) -> FileDocument:
@@ -194,9 +200,14 @@ class RowMaker:
         *,
         refresh: bool,
         extract_suffixes: frozenset[str] | None,
+        plain: PlainEncoder | None = None,
     ) -> None:
         self.documents = documents
         self.encode = encode
+        #: ``encode`` of the documents without metadata of one directory's files, from
+        #: their stat facts (the SQLite store's PlainRows): tried first.
+        self.plain = plain
+        self._plain: dict[str, Any] = {}
         self.known = known
         self.refresh = refresh
         #: With indexers: the suffixes of their files (and the probed ones go to them).
@@ -221,11 +232,39 @@ class RowMaker:
                 if change is Change.NONE or change is Change.ATTRIB:
                     keep.append(fs)
                     continue
+            row = self._plain_row(fs) if self.plain is not None else None
+            if row is not None:
+                rows.append((path, row))
+                continue
             try:
                 rows.append((path, encode(build(fs))))
             except StoreError:  # the caller's put says why, as before
                 keep.append(fs)
         part.files = keep
+
+    def _plain_row(self, fs: FileStat) -> Any:
+        """The ``plain`` row of ``fs``, or None (then ``encode`` of its document)."""
+        assert self.plain is not None
+        directory = fs[0].rpartition("/")[0]
+        encoder = self._plain.get(directory)
+        if encoder is None:
+            shared = self.documents.directory_of(fs[0])
+            if shared is None:
+                return None
+            if len(self._plain) > 10_000:
+                self._plain.clear()
+            encoder = self._plain[directory] = self.plain(*shared)
+        names, documents = self.documents.names, self.documents
+        return encoder.row(fs, names.owner(fs[5]), names.group(fs[6]), documents.clock())
+
+
+class PlainRow(Protocol):
+    def row(self, fs: FileStat, owner: str | None, group: str | None, indexed_at: float) -> Any:
+        """The encoded document of ``fs`` without metadata, or None."""
+
+
+#: Makes the :class:`PlainRow` of one directory from what its files share.
+PlainEncoder = Callable[[str, dict[str, Any], tuple[str, ...]], PlainRow]
 
 
 def _fields(location: Location) -> dict[str, Any]:
@@ -285,6 +324,9 @@ class TreePass:
     files: int = 0
     others: int = 0  # links and special files: not catalogued
     findings: list[Violation] = field(default_factory=list)
+    #: Findings the walking processes encoded for the store (see RowMaker); recorded
+    #: with ``findings`` by record_pass.
+    finding_rows: list[Any] = field(default_factory=list)
     #: Directories that could not be listed (nothing below them is taken to be gone).
     unlisted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -305,6 +347,7 @@ def tree_pass(
     result: TreePass | None = None,
     probe_suffixes: frozenset[str] | None = None,
     on_part: Callable[[AuditPart], None] | None = None,
+    encode_finding: Callable[[Violation], Any] | None = None,
 ) -> Generator[AuditPart, None, None]:
     """Walk ``root`` and everything below it; yields the walker's parts (the regular
     files' stat tuples in ``files``, the directories in ``dirs``; ``root`` itself is in
@@ -331,6 +374,7 @@ def tree_pass(
         check=check,
         probe_suffixes=probe_suffixes,
         on_part=on_part,
+        encode_finding=encode_finding,
     )
     first = AuditPart(entries=1)
     auditor.check_entry(first, root, root_stat, None)
@@ -354,6 +398,7 @@ def tree_pass(
         res.files += len(part.files) + len(part.rows)
         res.others += part.others
         res.findings.extend(part.findings)
+        res.finding_rows.extend(part.finding_rows)
         res.unlisted.extend(part.unlisted)
         res.errors.extend(part.errors)
         yield part
@@ -380,14 +425,38 @@ def record_pass(store: Store, tree: TreePass) -> None:
     below a directory the pass could not list are kept open (they could not be looked
     at: the directory itself is a finding)."""
     findings = list(tree.findings)
+    encoded = tree.finding_rows
+    if encoded and not isinstance(store, EncodedAudit):
+        raise TypeError("encoded findings come from the encoder of the store they go to")
     if tree.unlisted:
         seen = {v.key for v in findings}
+        seen_rows = {tuple(row[:2]) for row in encoded}
         for directory in tree.unlisted:
             for v in store.violations(path_prefix=directory):
-                if v.path != directory and v.key not in seen:
-                    findings.append(v)
-                    seen.add(v.key)
-    store.record_audit(findings, scope=tree.root, seen_at=tree.started, recursive=True)
+                if v.path == directory or v.key in seen:
+                    continue
+                if encoded and tuple(store.encode_finding(v)[:2]) in seen_rows:  # type: ignore[attr-defined]
+                    continue
+                findings.append(v)
+                seen.add(v.key)
+    if not encoded:
+        store.record_audit(findings, scope=tree.root, seen_at=tree.started, recursive=True)
+        return
+    assert isinstance(store, EncodedAudit)
+    rows = encoded + [store.encode_finding(v) for v in findings]
+    store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, recursive=True)
+
+
+@runtime_checkable
+class EncodedAudit(Protocol):
+    """A store that records findings encoded by the walking processes (SQLite): the
+    first two values of an encoded finding are its key (path and rule), encoded."""
+
+    def encode_finding(self, v: Violation) -> Any: ...
+
+    def record_audit_rows(
+        self, rows: list[Any], *, scope: str, seen_at: float, recursive: bool = True
+    ) -> None: ...
 
 
 __all__ = [

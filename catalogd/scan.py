@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from catalogd.document import FileDocument
@@ -45,7 +46,7 @@ from catalogd.pipeline import (
 )
 from catalogd.policy import Policy, make_policy
 from catalogd.policy.walker import Opener, open_dir
-from catalogd.store.base import Store
+from catalogd.store.base import Fingerprint, Store
 from catalogd.store.sqlite import SQLiteStore
 from catalogd.store.sqlite_schema import DocRow
 from indexers.registry import Registry
@@ -143,22 +144,49 @@ class Scanner:
             log.warning("cannot read what the store holds (%s): writing every file", exc)
             known = {}
         tree = TreePass(root)
-        batch: list[FileDocument] = []
-        pending: list[FileDocument] = []  # waiting for the indexers
-        hdf5_suffixes = frozenset(
-            s.lower() for s in (self.registry.settings.hdf5_suffixes if self.registry else ())
-        )
-        build = self.documents.from_file_stat
-        refresh = self.refresh
-        last_report = 0.0
-        rows: list[DocRow] = []
+        hdf5_suffixes = self._hdf5_suffixes()
         row_store = self.store if isinstance(self.store, SQLiteStore) else None
         maker = None
         if row_store is not None:
             extract = hdf5_suffixes if self.registry is not None else None
             maker = RowMaker(
-                self.documents, row_store.encode, known, refresh=refresh, extract_suffixes=extract
+                self.documents,
+                row_store.encode,
+                known,
+                refresh=self.refresh,
+                extract_suffixes=extract,
+                plain=row_store.plain_rows,
             )
+        # A first scan into an empty catalogue: indexes and full text after the load.
+        loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()
+        with loading:
+            self._walk(root, stats, tree, known, maker, row_store, progress)
+        self.store.flush()
+        stats.finished = time.monotonic()
+        if progress is not None:
+            progress(stats)
+        if outage is not None:  # the pass is in the spool; nothing was deleted
+            raise outage
+        return stats
+
+    def _walk(
+        self,
+        root: str,
+        stats: ScanStats,
+        tree: TreePass,
+        known: dict[str, Fingerprint],
+        maker: RowMaker | None,
+        row_store: SQLiteStore | None,
+        progress: Callable[[ScanStats], None] | None,
+    ) -> None:
+        """The pass itself: walk, store, record the findings, delete what is gone."""
+        batch: list[FileDocument] = []
+        pending: list[FileDocument] = []  # waiting for the indexers
+        hdf5_suffixes = self._hdf5_suffixes()
+        build = self.documents.from_file_stat
+        refresh = self.refresh
+        last_report = 0.0
+        rows: list[DocRow] = []
         parts = tree_pass(
             root,
             self.policy,
@@ -168,6 +196,7 @@ class Scanner:
             result=tree,
             probe_suffixes=hdf5_suffixes if self.registry is not None else None,
             on_part=maker,
+            encode_finding=row_store.encode_finding if row_store is not None else None,
         )
         for part in parts:
             if part.rows:
@@ -224,7 +253,7 @@ class Scanner:
         for error in tree.errors:
             log.warning("%s", error)
         stats.errors = list(tree.errors)
-        stats.violations = len(tree.findings)
+        stats.violations = len(tree.findings) + len(tree.finding_rows)
         self.store.flush()
         if tree.complete:
             record_pass(self.store, tree)
@@ -232,13 +261,10 @@ class Scanner:
             if gone:
                 self.store.delete([fp.id for fp in gone])
             stats.deleted = len(gone)
-            self.store.flush()
-        stats.finished = time.monotonic()
-        if progress is not None:
-            progress(stats)
-        if outage is not None:  # the pass is in the spool; nothing was deleted
-            raise outage
-        return stats
+
+    def _hdf5_suffixes(self) -> frozenset[str]:
+        settings = self.registry.settings if self.registry is not None else None
+        return frozenset(s.lower() for s in (settings.hdf5_suffixes if settings else ()))
 
     def _put(self, batch: list[FileDocument], stats: ScanStats) -> None:
         self.store.put(batch)

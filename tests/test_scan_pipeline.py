@@ -17,9 +17,10 @@ import pytest
 from catalogd.errors import UsageError
 from catalogd.identity import NameCache
 from catalogd.layout import LayoutConfig
-from catalogd.pipeline import TreePass, tree_pass
+from catalogd.pipeline import Documents, RowMaker, TreePass, tree_pass
 from catalogd.policy import make_policy
 from catalogd.policy.walker import file_stat, open_dir, policy_findings
+from catalogd.store.sqlite_schema import PlainRows, doc_row
 
 VISIT = "visitor/biomax/20170251/2017112208"
 
@@ -171,3 +172,46 @@ def test_the_walk_finds_exactly_what_the_full_check_of_every_entry_finds(
     assert len(tree.findings) > 36  # every file has findings here (no such groups)
     assert sorted(tree.findings, key=key) == sorted(expected, key=key)
     assert any(stat.S_ISLNK(os.lstat(v.path).st_mode) for v in tree.findings)
+
+
+def test_the_plain_rows_of_the_children_are_the_rows_of_the_documents(tmp_path: Path) -> None:
+    """The SQLite store's PlainRows (what the scan's walking children encode for files
+    the indexers do not read) against doc_row of the document Documents builds, for
+    names of every kind, in and above a visit, with a proposal and without one."""
+    root = tmp_path / "data"
+    make_tree(root, dirs=2, files=3)
+    names = ["UPPER Case.cbf", "caf\xe9.h5", "tab\tand\nline", "dots..", ".hidden", "x" * 200]
+    places = [root / VISIT / "raw", root / VISIT, root / "visitor" / "biomax", root / VISIT / "p"]
+    for place in places:
+        place.mkdir(exist_ok=True)
+        for name in names:
+            (place / name).write_bytes(b"y")
+    os.mkdir(root / VISIT / "raw" / b"\xff\xfe".decode("utf-8", "surrogateescape"))
+    (root / VISIT / "raw" / os.fsdecode(b"\xff\xfe") / "frame.cbf").write_bytes(b"")
+    (root / VISIT / "raw" / os.fsdecode(b"bad\xe9.cbf")).write_bytes(b"")
+    layout = LayoutConfig(root=str(root))
+    names_cache = NameCache()
+    policy = make_policy(None, layout, names_cache)
+
+    def rows(plain: bool) -> dict[str, object]:
+        documents = Documents(layout, names_cache, clock=lambda: 1.7e9)
+        maker = RowMaker(
+            documents,
+            doc_row,
+            {},
+            refresh=False,
+            extract_suffixes=None,
+            plain=PlainRows if plain else None,
+        )
+        made: dict[str, object] = {}
+        for part in tree_pass(str(root), policy, processes=1, on_part=maker):
+            assert not part.files  # every file was encoded
+            made.update(part.rows)
+        return made
+
+    plain, documents = rows(True), rows(False)
+    assert len(documents) == 6 + 4 * len(names) + 2
+    assert plain == documents
+    assert doc_row(Documents(layout, names_cache, clock=lambda: 1.7e9).build(
+        str(root / VISIT / "raw" / "dots.."), os.lstat(root / VISIT / "raw" / "dots..")
+    )) == plain[str(root / VISIT / "raw" / "dots..")]  # fmt: skip

@@ -20,9 +20,12 @@ from api.app import create_app
 from catalogd.cli import main
 from catalogd.layout import LayoutConfig
 from catalogd.policy import rules as R
+from catalogd.policy import walker
 from catalogd.scan import Scanner
 from catalogd.store.base import Store
+from catalogd.store.memory import MemoryStore
 from catalogd.store.sqlite import SQLiteStore
+from catalogd.violations import ViolationState
 
 VISIT = "visitor/biomax/20170251/2017112208"
 
@@ -106,3 +109,42 @@ def test_scan_records_violations_on_elasticsearch(es: Store, es_root: Path) -> N
     assert (str(public), R.OTHER_ACCESS) not in after
     assert (str(open_dir), R.SETGID) in after
     assert (str(public), R.OTHER_ACCESS) in resolved(es)
+
+
+def _records(store: Store) -> list[tuple[object, ...]]:
+    """Every record, without its times (the two stores' passes start at other times)."""
+    return sorted(
+        (v.path, v.rule, v.severity, v.expected, v.actual, v.message, v.resolved_at is None)
+        for v in store.violations(state=ViolationState.ALL)
+    )
+
+
+def test_the_sqlite_scan_records_what_the_memory_store_records(tmp_path: Path) -> None:
+    """The SQLite scan's findings travel encoded from the walking processes; they must
+    be recorded as the memory store records the findings themselves: first scan, a scan
+    after mending, and one that cannot list a directory (whose records stay open)."""
+    root = tmp_path / "data"
+    public, open_dir = plant(root)
+    odd = root / VISIT / "raw" / os.fsdecode(b"caf\xe9 \xff.h5")
+    odd.write_bytes(b"y")
+    os.chmod(odd, 0o666)
+    locked = str(root / VISIT / "raw")
+
+    def failing_open(path: str) -> int:
+        if path == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return walker.open_dir(path)
+
+    memory = MemoryStore()
+    with SQLiteStore(str(tmp_path / "catalog.db")) as sqlite:
+        for step in ("first", "mended", "unlistable"):
+            if step == "mended":
+                os.chmod(public, 0o640)
+            for store in (memory, sqlite):
+                layout = LayoutConfig(root=str(root))
+                opener = failing_open if step == "unlistable" else walker.open_dir
+                Scanner(store, layout, workers=2, opener=opener).scan(str(root))
+            assert _records(sqlite) == _records(memory)
+        assert any(r[0] == str(odd) for r in _records(sqlite))
+        assert any(r[0] == str(public) and not r[-1] for r in _records(sqlite))  # resolved
+        assert any(r[0] == str(open_dir) and r[-1] for r in _records(sqlite))  # kept open

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_store_contract import NON_UTF8, P1, make_doc
+from test_store_contract import NON_UTF8, P1, entry, make_doc
 
+from catalogd.document import FileDocument
 from catalogd.errors import StoreError, StoreUnavailable
 from catalogd.store import open_store, sqlite_schema
 from catalogd.store import sqlite as sqlite_store
@@ -372,8 +373,104 @@ def test_queued_writes_survive_an_exit_without_close(db: str) -> None:
         "for batch in range(20):\n"
         "    store.put([make_doc(f'/data/v/b/p/v/raw/{batch}_{i}.h5') for i in range(500)])\n"
     )
-    here = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "PYTHONPATH": here}
-    subprocess.run([sys.executable, "-c", program, db], check=True, timeout=120, env=env)
+    assert _run_program(program, db) == 0
     with SQLiteStore(db) as store:
         assert store.count() == 10_000
+
+
+def _run_program(program: str, db: str) -> int:
+    """Run ``program`` on ``db`` in a Python of its own (these tests on its path)."""
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": here}
+    return subprocess.run([sys.executable, "-c", program, db], timeout=120, env=env).returncode
+
+
+# -- the first load into an empty catalogue ---------------------------------------------------
+def _load_docs() -> list[FileDocument]:
+    docs = [
+        make_doc(f"{P1}/raw/scan_{i:04d}.nxs", entries=(entry(title=f"Lysozyme {i}K"),))
+        for i in range(300)
+    ]
+    docs.append(make_doc(NON_UTF8))
+    return docs
+
+
+def _schema(db: str) -> list[tuple[str, str, str | None]]:
+    conn = raw(db)
+    try:
+        found = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+        return [tuple(row) for row in found.fetchall()]
+    finally:
+        conn.close()
+
+
+def _fts(db: str) -> list[tuple[int, str]]:
+    conn = raw(db)
+    try:
+        return [tuple(r) for r in conn.execute("SELECT rowid, text FROM docs_fts ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+def test_a_bulk_load_ends_with_the_catalogue_and_schema_of_plain_writes(tmp_path: Path) -> None:
+    plain_db, bulk_db = str(tmp_path / "plain.db"), str(tmp_path / "bulk.db")
+    docs = _load_docs()
+    with SQLiteStore(plain_db) as plain:
+        plain.put(docs[:150])
+        plain.put(docs[150:])
+        plain.delete([docs[7].id])
+        plain.put([docs[3].with_changes(entries=(entry(title="Thaumatin"),))])
+        plain.flush()
+    with SQLiteStore(bulk_db) as bulk:
+        with bulk.bulk_load():
+            bulk.put(docs[:150])
+            bulk.put(docs[150:])
+            bulk.delete([docs[7].id])
+            bulk.put([docs[3].with_changes(entries=(entry(title="Thaumatin"),))])
+            bulk.flush()
+            # During the load: the documents are there, but not yet found by free text.
+            assert bulk.count() == len(docs) - 1
+            assert bulk.search(SearchQuery(proposal="20170251", size=0)).total == len(docs) - 1
+            assert bulk.search(SearchQuery(text="lysozyme", size=0)).total == 0
+            assert "docs_path_text" not in {name for _, name, _ in _schema(bulk_db)}
+        bulk.flush()
+        assert bulk.search(SearchQuery(text="lysozyme", size=0)).total == len(docs) - 3
+        assert [d.id for d in bulk.search(SearchQuery(text="thaumatin")).items] == [docs[3].id]
+    assert _schema(bulk_db) == _schema(plain_db)
+    assert _fts(bulk_db) == _fts(plain_db)
+    with SQLiteStore(plain_db) as plain, SQLiteStore(bulk_db) as bulk:
+        for query in (SearchQuery(size=1000), SearchQuery(text="scan_00", size=1000)):
+            assert bulk.search(query) == plain.search(query)
+
+
+def test_a_bulk_load_into_a_catalogue_with_documents_is_a_plain_write(store: SQLiteStore) -> None:
+    docs = _load_docs()
+    store.put(docs[:1])
+    with store.bulk_load():
+        store.put(docs[1:])
+        store.flush()
+        assert store.search(SearchQuery(text="lysozyme", size=0)).total == len(docs) - 1
+
+
+def test_a_bulk_load_cut_short_is_finished_when_the_store_is_next_opened(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    program = (
+        "import os, sys\n"
+        "from catalogd.store.sqlite import SQLiteStore\n"
+        "from test_sqlite_store import _load_docs\n"
+        "store = SQLiteStore(sys.argv[1])\n"
+        "loading = store.bulk_load()\n"
+        "loading.__enter__()\n"
+        "store.put(_load_docs())\n"
+        "store.flush()\n"
+        "os._exit(9)  # a crash: the load never ends\n"
+    )
+    assert _run_program(program, db) == 9
+    assert sqlite_schema.BULK_PENDING in {name for _, name, _ in _schema(db)}
+    with SQLiteStore(db) as store:
+        assert store.search(SearchQuery(text="lysozyme", size=0)).total == 300
+    assert "finished a bulk load that was cut short" in caplog.text
+    names = {name for _, name, _ in _schema(db)}
+    assert sqlite_schema.BULK_PENDING not in names
+    assert {name for name, _, _ in sqlite_schema.BULK_INDEXES} <= names

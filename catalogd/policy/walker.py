@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from catalogd.errors import describe_os_error
+from catalogd.errors import StoreError, describe_os_error
 from catalogd.layout import Level, classify
 from catalogd.policy import rules as R
 from catalogd.policy.acl import ACCESS_XATTR, DEFAULT_XATTR, NO_ACLS, Acls, read_acls
@@ -133,6 +133,8 @@ class AuditPart:
     #: With ``on_part``: regular files taken out of ``files`` by it, as ``(path, what
     #: on_part made of them)`` (the scan's store rows; see catalogd.pipeline.RowMaker).
     rows: list[tuple[str, Any]] = field(default_factory=list)
+    #: With ``on_part``: findings taken out of ``findings`` by it, encoded for the store.
+    finding_rows: list[Any] = field(default_factory=list)
 
     def merge(self, other: AuditPart) -> None:
         self.entries += other.entries
@@ -145,6 +147,7 @@ class AuditPart:
         self.errors.extend(other.errors)
         self.hdf5.extend(other.hdf5)
         self.rows.extend(other.rows)
+        self.finding_rows.extend(other.finding_rows)
 
 
 def read_facts(
@@ -206,7 +209,13 @@ class TreeAuditor:
         check: bool = True,
         probe_suffixes: frozenset[str] | None = None,
         on_part: Callable[[AuditPart], None] | None = None,
+        encode_finding: Callable[[Violation], Any] | None = None,
     ) -> None:
+        #: The store's encoding of a finding (its first value the path's bytes, the
+        #: rest not depending on the path): the findings then travel encoded, in
+        #: ``finding_rows``, and the walking process's copies of a directory's memo are
+        #: rows with another path, not findings (the scan into SQLite; see record_pass).
+        self.encode_finding = encode_finding
         #: Look for the HDF5 signature in collected files without one of these suffixes.
         self.probe_suffixes = probe_suffixes
         #: Called with every part in the process that walked it (:meth:`finish`).
@@ -323,7 +332,10 @@ class TreeAuditor:
         others = 0
         relative = self.relative_xattrs and check_acls
         memo: dict[tuple[int, int, int], list[Violation]] | None = None if self.plan_fixes else {}
+        encoded: dict[tuple[int, int, int], list[tuple[object, ...]]] = {}
+        encode = self.encode_finding
         findings = part.findings
+        finding_rows = part.finding_rows
         listxattr = os.listxattr
         lstat = os.lstat
         count = 0
@@ -389,9 +401,17 @@ class TreeAuditor:
                     if not has_acl:
                         continue
                 elif not has_acl and memo is not None:
+                    key = (mode, st.st_uid, st.st_gid)
+                    tails = encoded.get(key) if encode is not None else None
+                    if tails is not None:  # the memo's findings, encoded, with this path
+                        raw = os.fsencode(prefix + "/" + name)
+                        finding_rows.extend((raw, *tail) for tail in tails)
+                        continue
                     found = self._memo_findings(memo, prefix + "/" + name, st)
                     if found:
                         findings.extend(found)
+                    if encode is not None and key in memo:
+                        encoded[key] = [tuple(encode(v))[1:] for v in memo[key]]
                     continue
                 self.check_entry(part, prefix + "/" + name, st, None)
         finally:
@@ -440,8 +460,20 @@ class TreeAuditor:
         there, see :class:`catalogd.pipeline.RowMaker`)."""
         if self.probe_suffixes is not None:
             self.probe(part)
+        if self.encode_finding is not None and part.findings:
+            self._encode_findings(part)
         if self.on_part is not None:
             self.on_part(part)
+
+    def _encode_findings(self, part: AuditPart) -> None:
+        assert self.encode_finding is not None
+        encode, kept = self.encode_finding, []
+        for v in part.findings:
+            try:
+                part.finding_rows.append(encode(v))
+            except StoreError:  # the store's record_audit says why, as before
+                kept.append(v)
+        part.findings = kept
 
     def probe(self, part: AuditPart) -> None:
         """Note in ``part.hdf5`` the collected files that carry the HDF5 signature."""

@@ -9,12 +9,13 @@ Every filter, the access filter included, is evaluated inside SQL
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import quote
 
@@ -28,19 +29,24 @@ from catalogd.store.sqlite_schema import (
     SQLITE_ERRORS,
     VIOLATION_SELECT,
     DocRow,
+    PlainRows,
+    ViolationRow,
+    bulk_pending,
     dec_u64,
     doc_row,
-    enc_path,
     enc_text,
+    end_bulk,
     migrate,
     row_doc,
     row_violation,
     translated,
+    violation_row,
 )
 from catalogd.store.sqlite_writer import (
     MAX_BATCH_DOCS,
     WRITER_POLL_S,
     Audit,
+    Bulk,
     Delete,
     Flush,
     Op,
@@ -49,6 +55,8 @@ from catalogd.store.sqlite_writer import (
     Writer,
 )
 from catalogd.violations import Violation, ViolationState
+
+log = logging.getLogger(__name__)
 
 WRITE_BUSY_TIMEOUT_S = 30.0
 READ_BUSY_TIMEOUT_S = 10.0
@@ -110,6 +118,8 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA cache_size=-{WRITE_CACHE_KIB:d}")
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES:d}")
             migrate(conn, self._where)
+            if bulk_pending(conn):
+                self._finish_bulk(conn)
         except SQLITE_ERRORS as exc:
             if conn is not None:
                 conn.close()
@@ -119,6 +129,24 @@ class SQLiteStore(Store):
                 conn.close()
             raise
         return conn
+
+    def _finish_bulk(self, conn: sqlite3.Connection) -> None:
+        """Finish a bulk load that was cut short (or is still going on in another
+        process, whose writer then goes on without one: the same rows, only slower)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            indexed = end_bulk(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.warning(
+            "SQLite store %s: finished a bulk load that was cut short (%d documents "
+            "made searchable by their text, indexes built)",
+            self._where,
+            indexed,
+        )
 
     # -- connections and the queue ----------------------------------------------------------
     def _closed_error(self) -> StoreError:
@@ -199,11 +227,35 @@ class SQLiteStore(Store):
     #: What :meth:`put_rows` takes for a document (the scan encodes in its walking
     #: children, see catalogd.pipeline.RowMaker).
     encode = staticmethod(doc_row)
+    #: The same for the documents without metadata of one directory's files (the scan).
+    plain_rows = PlainRows
 
     def put_rows(self, rows: list[DocRow]) -> None:
         """``put`` of documents already encoded with :attr:`encode`."""
         for start in range(0, len(rows), MAX_BATCH_DOCS):
             self._enqueue(Put(rows[start : start + MAX_BATCH_DOCS]))
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Write a first load into an empty catalogue faster: while it lasts, the
+        secondary indexes are dropped and the full text of new documents waits in a
+        table of its own; at the end (queued after the writes made inside) the text
+        goes into the trigram index in one statement and the indexes are built, as
+        they were (measured: 100,000 documents written in about half the time).
+
+        A catalogue that holds documents already is written as usual. Meanwhile, a
+        search sees the documents written so far, but free text finds none of them
+        until the load ends. A load cut short (a crash) is finished when the store is
+        next opened; every writer of the file, in any process, keeps its rows right.
+        """
+        self._enqueue(Bulk(start=True))
+        try:
+            yield
+        except BaseException:
+            with suppress(StoreError):
+                self._enqueue(Bulk(start=False))
+            raise
+        self._enqueue(Bulk(start=False))
 
     def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -218,10 +270,19 @@ class SQLiteStore(Store):
         seen_at: float,
         recursive: bool = True,
     ) -> None:
-        findings = list(findings)
-        for finding in findings:
-            enc_path(finding.path)  # refuse what cannot be stored now, not in the writer
-        self._enqueue(Audit(findings, sql.scope_clause(scope, recursive), seen_at))
+        # Encoded here, so what cannot be stored is refused now, not in the writer.
+        rows = [violation_row(v) for v in findings]
+        self.record_audit_rows(rows, scope=scope, seen_at=seen_at, recursive=recursive)
+
+    #: What :meth:`record_audit_rows` takes for a finding (the scan encodes in its
+    #: walking children, see catalogd.pipeline.RowMaker).
+    encode_finding = staticmethod(violation_row)
+
+    def record_audit_rows(
+        self, rows: list[ViolationRow], *, scope: str, seen_at: float, recursive: bool = True
+    ) -> None:
+        """``record_audit`` of findings already encoded with :attr:`encode_finding`."""
+        self._enqueue(Audit(rows, sql.scope_clause(scope, recursive), seen_at))
 
     def flush(self) -> None:
         marker = Flush()

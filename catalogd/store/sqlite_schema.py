@@ -16,7 +16,7 @@ value round trips and equality stays exact. JSON columns escape non-ASCII text.
 
 from __future__ import annotations
 
-import copyreg
+import hashlib
 import json
 import os
 import sqlite3
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from catalogd.document import FileDocument, display_path
+from catalogd.document import KIND_OTHER, FileDocument, display_path
 from catalogd.errors import StoreError, StoreUnavailable
 from catalogd.store import links
 from catalogd.violations import Violation
@@ -145,6 +145,74 @@ _LINKS = Migration(
 #: The schema's history, oldest first; append, never edit a released step.
 MIGRATIONS: tuple[Migration, ...] = (_DOCUMENTS, _VIOLATIONS, _LINKS)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# -- the first load into an empty catalogue --------------------------------------------
+#: While this table exists, a bulk load is under way (:func:`begin_bulk`): the secondary
+#: indexes below are not there, and the full text of new documents waits in it (rowid =
+#: docs.file_id) instead of the trigram index. Its presence is the whole state, so a
+#: load cut short (a crash) is finished by the next open (:func:`end_bulk`), and every
+#: writer, of any process, routes the full text by it.
+BULK_PENDING = "docs_fts_pending"
+#: The indexes a bulk load builds after the load, with the migrations' own statements:
+#: those of the documents and their groups, and of the violations.
+BULK_INDEXES: tuple[tuple[str, str, str], ...] = tuple(
+    (statement.split()[2], statement.split(" ON ")[1].split("(")[0], statement)
+    for migration in MIGRATIONS
+    for statement in migration.statements
+    if statement.startswith("CREATE INDEX ")
+    and statement.split(" ON ")[1].startswith(("docs(", "doc_groups(", "violations("))
+)
+
+
+#: FTS5's own default of 'hashsize', and the one for the end of a bulk load.
+FTS_HASH_B = 1 << 20
+BULK_FTS_HASH_B = 64 << 20
+
+
+def bulk_pending(conn: sqlite3.Connection) -> bool:
+    """Whether a bulk load is under way (or was cut short) in this database."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (BULK_PENDING,)
+    ).fetchone()
+    return found is not None
+
+
+def begin_bulk(conn: sqlite3.Connection) -> bool:
+    """Start a bulk load, inside the caller's transaction, when the catalogue holds no
+    document: drop the secondary indexes (those of the violations too when there are
+    none) and create :data:`BULK_PENDING`. Returns whether a load is now under way."""
+    if bulk_pending(conn):
+        return True
+    if conn.execute("SELECT 1 FROM docs LIMIT 1").fetchone() is not None:
+        return False
+    no_violations = conn.execute("SELECT 1 FROM violations LIMIT 1").fetchone() is None
+    conn.execute(f"CREATE TABLE {BULK_PENDING} (file_id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+    for name, table, _ in BULK_INDEXES:
+        if table != "violations" or no_violations:
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+    return True
+
+
+def end_bulk(conn: sqlite3.Connection) -> int:
+    """Finish a bulk load, inside the caller's transaction: the pending full text into
+    the trigram index in one statement, the indexes built, :data:`BULK_PENDING` dropped.
+    Returns the documents it indexed (0 when no load was under way)."""
+    if not bulk_pending(conn):
+        return 0
+    # FTS5 writes its pending terms out as a segment whenever they exceed 'hashsize'
+    # (1 MiB by default), and merges those segments: one large buffer for this one
+    # statement (measured, 100,000 paths: 1.33-1.51 s -> 0.77 s), then the default again.
+    set_hash = "INSERT INTO docs_fts (docs_fts, rank) VALUES ('hashsize', ?)"
+    conn.execute(set_hash, (BULK_FTS_HASH_B,))
+    moved = conn.execute(
+        f"INSERT INTO docs_fts (rowid, text) SELECT file_id, text FROM {BULK_PENDING}"
+    ).rowcount
+    conn.execute(set_hash, (FTS_HASH_B,))
+    for _, _, statement in BULK_INDEXES:
+        conn.execute(statement.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1))
+    conn.execute(f"DROP TABLE {BULK_PENDING}")
+    return int(moved)
 
 
 def user_version(conn: sqlite3.Connection) -> int:
@@ -289,25 +357,11 @@ DOC_SELECT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DocRow:
-    """A document ready for the writer: its columns, full text and group rows."""
-
-    id: str
-    columns: tuple[object, ...]
-    text: str
-    groups: tuple[TextValue, ...]
-    #: For a master: the paths of the files it names.
-    links: tuple[bytes, ...] = ()
-
-
-def _reduce_row(row: DocRow) -> tuple[type[DocRow], tuple[object, ...]]:
-    return (DocRow, (row.id, row.columns, row.text, row.groups, row.links))
-
-
-# The scan's walking children send rows back: pickled as their values (a dataclass's
-# own pickling is several times slower).
-copyreg.pickle(DocRow, _reduce_row)
+#: A document ready for the writer: ``(id, columns, full text, group rows, links)``,
+#: links being, for a master, the paths of the files it names. A plain tuple: the
+#: scan's walking children send rows back, and a tuple pickles with no Python call on
+#: either side.
+DocRow = tuple[str, tuple[object, ...], str, tuple[TextValue, ...], tuple[bytes, ...]]
 
 
 def doc_row(doc: FileDocument) -> DocRow:
@@ -326,9 +380,56 @@ def doc_row(doc: FileDocument) -> DocRow:
         )  # fmt: skip
         groups = tuple(enc_text(g) for g in dict.fromkeys(doc.access_groups))
         named = tuple(enc_path(p) for p in links.data_files(doc))
-        return DocRow(doc.id, columns, fts_text(doc.search_text()), groups, named)
+        return (doc.id, columns, fts_text(doc.search_text()), groups, named)
     except (TypeError, ValueError) as exc:  # not JSON, not a file system name
         raise StoreError(f"cannot store the document for {doc.path!r}: {exc}") from exc
+
+
+class PlainRows:
+    """:func:`doc_row` of the documents without metadata of the files of one directory
+    inside a visit (those the indexers do not read), from their stat facts, with what
+    the files share encoded once: the same rows as ``doc_row`` of the documents
+    :meth:`catalogd.pipeline.Documents.from_file_stat` builds, without building them
+    (measured with the plain tuple rows, on the 100,000-file clean tree: the scan's user
+    CPU 6.7-7.5 -> 4.9-5.3 s). ``inner`` is the directory's inner path with a trailing slash,
+    ``fields`` its layout fields but the inner path, ``groups`` the files' access groups.
+    """
+
+    __slots__ = ("inner", "tail", "groups_json", "groups", "text_tail")
+
+    def __init__(self, inner: str, fields: dict[str, Any], groups: tuple[str, ...]) -> None:
+        self.inner = inner
+        self.tail = tuple(
+            enc_text(fields[name])
+            for name in ("user_type", "beamline", "proposal", "visit", "visit_date", "area")
+        )
+        self.groups_json = _groups_json(groups)
+        self.groups = tuple(enc_text(g) for g in dict.fromkeys(groups))
+        proposal = fields["proposal"]
+        self.text_tail = "\n" + fts_text(proposal) if proposal else ""
+
+    def row(
+        self,
+        fs: tuple[str, int, int, int, int, int, int, int, float, float],
+        owner: str | None,
+        group: str | None,
+        indexed_at: float,
+    ) -> DocRow | None:
+        """The row of the file ``fs`` (a FileStat) in this directory, or None when its
+        path is not plain ASCII (then :func:`doc_row` of its document says)."""
+        path, mode, ino, dev, _, uid, gid, size, mtime, ctime = fs
+        if not path.isascii():
+            return None
+        name = path[path.rindex("/") + 1 :]
+        raw = path.encode()
+        doc_id = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        columns = (
+            doc_id, raw, path, name, size, mtime, ctime, _enc_u64(ino), _enc_u64(dev), uid,
+            gid, enc_text(owner), enc_text(group), mode, "inside", *self.tail,
+            self.inner + name, self.groups_json, KIND_OTHER, "[]", "{}", None, indexed_at,
+            None, "",
+        )  # fmt: skip
+        return (doc_id, columns, path.lower() + self.text_tail, self.groups, ())
 
 
 def row_doc(row: Sequence[Any]) -> FileDocument:
@@ -383,6 +484,17 @@ VIOLATION_SELECT = (
 def violation_values(v: Violation) -> tuple[TextValue, ...]:
     """The columns of VIOLATION_FIELDS for ``v``."""
     return tuple(enc_text(getattr(v, name)) for name in VIOLATION_FIELDS)
+
+
+#: A finding as the writer records it: path and rule (the record's key, encoded), the
+#: columns of VIOLATION_FIELDS, and its resolved_at.
+ViolationRow = tuple[object, ...]
+
+
+def violation_row(v: Violation) -> ViolationRow:
+    """The :data:`ViolationRow` of ``v``; StoreError when its path cannot be stored."""
+    path = v.path.encode() if v.path.isascii() else enc_path(v.path)
+    return (path, enc_text(v.rule), *violation_values(v), v.resolved_at)
 
 
 def row_violation(row: Sequence[Any]) -> Violation:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -19,18 +18,18 @@ from dataclasses import dataclass, field
 
 from catalogd.errors import StoreError
 from catalogd.store.sqlite_schema import (
+    BULK_PENDING,
     DOC_COLUMNS,
     SQLITE_ERRORS,
     VIOLATION_FIELDS,
     VIOLATION_SELECT,
     DocRow,
-    dec_text,
-    enc_path,
-    enc_text,
+    ViolationRow,
+    begin_bulk,
+    bulk_pending,
+    end_bulk,
     translate_error,
-    violation_values,
 )
-from catalogd.violations import Violation
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,16 @@ class Delete:
 
 @dataclass(slots=True)
 class Audit:
-    findings: list[Violation]
+    rows: list[ViolationRow]
     scope_clause: tuple[str, list[object]]
     seen_at: float
+
+
+@dataclass(slots=True)
+class Bulk:
+    """Begin (``start``) or end a bulk load (see sqlite_schema.begin_bulk)."""
+
+    start: bool
 
 
 @dataclass(slots=True, eq=False)
@@ -70,8 +76,8 @@ class Stop:
     pass
 
 
-Op = Put | Delete | Audit | Flush | Stop
-Work = Put | Delete | Audit
+Op = Put | Delete | Audit | Bulk | Flush | Stop
+Work = Put | Delete | Audit | Bulk
 
 
 class Writer(threading.Thread):
@@ -126,7 +132,7 @@ class Writer(threading.Thread):
         return batch
 
     def _process(self, batch: list[Op]) -> bool:
-        work = [op for op in batch if isinstance(op, Put | Delete | Audit)]
+        work = [op for op in batch if isinstance(op, Put | Delete | Audit | Bulk)]
         if work:
             try:
                 self._transaction(work)
@@ -159,24 +165,37 @@ class Writer(threading.Thread):
         conn.execute("BEGIN IMMEDIATE")
         try:
             pending: dict[str, DocRow] = {}
+            bulk = bulk_pending(conn)
             for op in ops:
                 if isinstance(op, Put):
-                    pending.update((row.id, row) for row in op.rows)
+                    pending.update((row[0], row) for row in op.rows)
                     continue
                 if pending:
-                    write_docs(conn, pending.values())
+                    write_docs(conn, pending.values(), bulk=bulk)
                     pending = {}
                 if isinstance(op, Delete):
-                    delete_docs(conn, op.ids)
+                    delete_docs(conn, op.ids, bulk=bulk)
+                elif isinstance(op, Bulk):
+                    bulk = self._bulk(op.start)
                 else:
-                    write_audit(conn, op.findings, scope_clause=op.scope_clause, seen_at=op.seen_at)
+                    write_audit(conn, op.rows, scope_clause=op.scope_clause, seen_at=op.seen_at)
             if pending:
-                write_docs(conn, pending.values())
+                write_docs(conn, pending.values(), bulk=bulk)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _bulk(self, start: bool) -> bool:
+        """Begin or end a bulk load; returns whether one is under way after it."""
+        if start:
+            begun = begin_bulk(self.conn)
+            log.debug("SQLite store %s: bulk load %s", self.where, "on" if begun else "not begun")
+            return begun
+        indexed = end_bulk(self.conn)
+        log.debug("SQLite store %s: bulk load ended, %d documents indexed", self.where, indexed)
+        return False
 
 
 # -- the statements, inside the writer's transaction ----------------------------------
@@ -193,34 +212,38 @@ _DOC_TABLES = (
     ("doc_links", "master_id"),
     ("docs", "file_id"),
 )
+#: The same during a bulk load, whose full text waits in BULK_PENDING.
+_BULK_DOC_TABLES = ((BULK_PENDING, "file_id"), *_DOC_TABLES)
+_FTS_FROM_JSON = "(rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?)"
 
 
-def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
-    """Upsert documents: an existing id keeps its file_id, a new one takes the next."""
-    ids = json.dumps([row.id for row in rows])
+def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow], *, bulk: bool = False) -> None:
+    """Upsert documents: an existing id keeps its file_id, a new one takes the next.
+    With ``bulk`` (a bulk load is under way), the full text goes to BULK_PENDING."""
+    ids = json.dumps([row[0] for row in rows])
     existing: dict[str, int] = dict(
         conn.execute(f"SELECT id, file_id FROM docs WHERE id {_IDS_IN}", (ids,)).fetchall()
     )
     last_id = int(conn.execute("SELECT ifnull(max(file_id), 0) FROM docs").fetchone()[0])
     if existing:  # replaced: they keep their file_id, and lose their old index entries
         old = [(file_id,) for file_id in existing.values()]
-        for table, column in _DOC_TABLES:
+        for table, column in _BULK_DOC_TABLES if bulk else _DOC_TABLES:
             conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", old)
     numbered: list[tuple[int, DocRow]] = []
     for row in rows:
-        file_id = existing.get(row.id)
+        file_id = existing.get(row[0])
         if file_id is None:
             last_id += 1
             file_id = last_id
         numbered.append((file_id, row))
-    conn.executemany(_INSERT_DOC, [(file_id, *row.columns) for file_id, row in numbered])
+    conn.executemany(_INSERT_DOC, [(file_id, *row[1]) for file_id, row in numbered])
     # The full-text and group rows in one statement each, from one JSON parameter: the
     # GIL is released for the whole batch, not taken back between rows.
     conn.execute(
-        "INSERT INTO docs_fts (rowid, text) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
-        (_JSON.encode([(file_id, row.text) for file_id, row in numbered]),),
+        f"INSERT INTO {BULK_PENDING if bulk else 'docs_fts'} {_FTS_FROM_JSON}",
+        (_JSON.encode([(file_id, row[2]) for file_id, row in numbered]),),
     )
-    grouped = [(file_id, grp) for file_id, row in numbered for grp in row.groups]
+    grouped = [(file_id, grp) for file_id, row in numbered for grp in row[3]]
     if all(type(grp) is str for _, grp in grouped):
         conn.execute(
             "INSERT OR IGNORE INTO doc_groups (file_id, grp) "
@@ -229,32 +252,32 @@ def write_docs(conn: sqlite3.Connection, rows: Collection[DocRow]) -> None:
         )
     else:  # a group name that is not valid UTF-8 (a BLOB)
         conn.executemany("INSERT OR IGNORE INTO doc_groups (file_id, grp) VALUES (?, ?)", grouped)
-    named = [(file_id, path) for file_id, row in numbered for path in row.links]
+    named = [(file_id, path) for file_id, row in numbered for path in row[4]]
     if named:  # masters are few: most batches have none
         conn.executemany(
             "INSERT OR IGNORE INTO doc_links (master_id, data_path) VALUES (?, ?)", named
         )
 
 
-def delete_docs(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+def delete_docs(conn: sqlite3.Connection, ids: Sequence[str], *, bulk: bool = False) -> None:
     found = conn.execute(f"SELECT file_id FROM docs WHERE id {_IDS_IN}", (json.dumps(ids),))
     file_ids = found.fetchall()
-    for table, column in _DOC_TABLES:
+    for table, column in _BULK_DOC_TABLES if bulk else _DOC_TABLES:
         conn.executemany(f"DELETE FROM {table} WHERE {column} = ?", file_ids)
 
 
 def write_audit(
     conn: sqlite3.Connection,
-    findings: Sequence[Violation],
+    rows: Sequence[ViolationRow],
     *,
     scope_clause: tuple[str, list[object]],
     seen_at: float,
 ) -> None:
-    """Apply an audit's findings; ``scope_clause`` selects the records it covered.
-
-    The same rules, in the same order, as :meth:`catalogd.store.memory.MemoryStore.record_audit`.
-    """
-    found = {v.key: v for v in findings}
+    """Apply an audit's findings (encoded: :func:`violation_row`); ``scope_clause``
+    selects the records it covered. The same rules, in the same order, as
+    :meth:`catalogd.store.memory.MemoryStore.record_audit`: the records are matched on
+    their encoded path and rule, which are equal exactly when the findings' are."""
+    found = {(row[0], row[1]): row for row in rows}
     where, params = scope_clause
     open_in_scope = conn.execute(
         f"SELECT violation_id, path, rule FROM violations "
@@ -264,11 +287,11 @@ def write_audit(
     updates: list[tuple[object, ...]] = []
     resolved: list[tuple[float, int]] = []
     for violation_id, path, rule in open_in_scope:
-        fresh = found.pop((os.fsdecode(path), dec_text(rule) or ""), None)
+        fresh = found.pop((path, rule), None)
         if fresh is None:
             resolved.append((seen_at, violation_id))
         else:
-            updates.append((*violation_values(fresh), seen_at, fresh.resolved_at, violation_id))
+            updates.append((*fresh[2:-1], seen_at, fresh[-1], violation_id))
     assignments = ", ".join(f"{name} = ?" for name in VIOLATION_FIELDS)
     conn.executemany(
         f"UPDATE violations SET {assignments}, last_seen = ?, resolved_at = ? "
@@ -279,8 +302,5 @@ def write_audit(
     conn.executemany(
         f"INSERT INTO violations ({VIOLATION_SELECT}) "
         f"VALUES ({', '.join('?' * (len(VIOLATION_FIELDS) + 5))})",
-        [
-            (enc_path(v.path), enc_text(v.rule), *violation_values(v), seen_at, seen_at, None)
-            for v in found.values()
-        ],
+        [(*row[:-1], seen_at, seen_at, None) for row in found.values()],
     )
