@@ -4,6 +4,7 @@ and each demo user sees exactly their proposals through the API; Ctrl-C stops it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -32,6 +33,8 @@ def test_the_demo_serves_the_api_filtered_by_the_demo_directory(tmp_path: Path) 
     base = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOGD_")}
     env.update(DEMO_DIR=str(tmp_path / "demo"), DEMO_API_LISTEN=base.removeprefix("http://"))
+    # Should it hang, SIGABRT makes every Python of the demo write its threads' stacks.
+    env["PYTHONFAULTHANDLER"] = "1"
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         demo = subprocess.Popen(
@@ -75,9 +78,12 @@ def test_the_demo_serves_the_api_filtered_by_the_demo_directory(tmp_path: Path) 
         try:
             status = demo.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(demo.pid, signal.SIGABRT)  # the stacks, into the log
+                time.sleep(3.0)
+                os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
-            raise
+            pytest.fail(f"the demo did not stop 60 s after Ctrl-C:\n{log.read_text()[-12000:]}")
     assert status == 0, log.read_text()[-3000:]
     # The demo's directory went with it.
     config = (tmp_path / "demo" / "catalogd.toml").read_text()
