@@ -57,6 +57,8 @@ def _batch(tmp_path: Path) -> tuple[Batch, str]:
 
 
 def _worker(store: object, done: list[Done]) -> ExtractWorker:
+    """A worker to start as the thread it is: its run() blocks SIGINT in the thread that
+    runs it, which must not be pytest's own (every later subprocess would inherit it)."""
     settings = IndexerSettings(isolation="inline")
     return ExtractWorker(
         0,
@@ -79,7 +81,9 @@ def test_a_worker_aborted_mid_put_stays_silent(
     worker.inbox.put(batch)
     worker.inbox.put(None)
     with caplog.at_level(logging.DEBUG, logger="catalogd.daemon.extract"):
-        worker.run()
+        worker.start()
+        worker.join(60)
+    assert not worker.is_alive()
     assert store.attempts == 1  # the put was made, and the closed store refused it
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == []
@@ -102,7 +106,9 @@ def test_a_running_worker_reports_a_store_that_fails(
     worker.inbox.put(batch)
     worker.inbox.put(None)
     with caplog.at_level(logging.INFO, logger="catalogd.daemon.extract"):
-        worker.run()
+        worker.start()
+        worker.join(60)
+    assert not worker.is_alive()
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert messages == ["cannot store 1 documents: the disk of the write spool /spool is full"]
     assert [w.path for w in done[0].again] == [path] and done[0].stored == ()
