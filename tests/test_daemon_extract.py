@@ -70,6 +70,15 @@ def _worker(store: object, done: list[Done]) -> ExtractWorker:
     )
 
 
+def _run(worker: ExtractWorker, batch: Batch) -> None:
+    """One batch through the worker's own thread, then its stop (None)."""
+    worker.inbox.put(batch)
+    worker.inbox.put(None)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive()
+
+
 def test_a_worker_aborted_mid_put_stays_silent(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,12 +87,8 @@ def test_a_worker_aborted_mid_put_stays_silent(
     done: list[Done] = []
     worker = _worker(store, done)
     store.worker = worker
-    worker.inbox.put(batch)
-    worker.inbox.put(None)
     with caplog.at_level(logging.DEBUG, logger="catalogd.daemon.extract"):
-        worker.start()
-        worker.join(60)
-    assert not worker.is_alive()
+        _run(worker, batch)
     assert store.attempts == 1  # the put was made, and the closed store refused it
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == []
@@ -103,12 +108,8 @@ def test_a_running_worker_reports_a_store_that_fails(
 
     done: list[Done] = []
     worker = _worker(Failing(), done)
-    worker.inbox.put(batch)
-    worker.inbox.put(None)
     with caplog.at_level(logging.INFO, logger="catalogd.daemon.extract"):
-        worker.start()
-        worker.join(60)
-    assert not worker.is_alive()
+        _run(worker, batch)
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert messages == ["cannot store 1 documents: the disk of the write spool /spool is full"]
     assert [w.path for w in done[0].again] == [path] and done[0].stored == ()
