@@ -4,7 +4,10 @@
 directory to log users in and resolve their groups from, as in production. It reuses
 the test suite's slapd launcher (``tests/slapd_node.py``: its own slapd.conf and database
 in a temporary directory, a loopback port, never the system's slapd service) with the
-demo's own people, then writes ``catalogd.toml`` for the demo and waits for SIGTERM.
+demo's own people, then writes ``catalogd.toml`` for the demo and waits for SIGTERM,
+SIGINT or SIGHUP, or for the process that started it to end: ``scripts/demo`` execs
+``catalogd run`` in its own place, so the directory stops with the daemon however the
+daemon ends (Ctrl-C, ``kill``, even ``kill -9``) and no slapd is left behind.
 
     python scripts/demo_directory.py DEMO_DIR
 
@@ -56,7 +59,12 @@ def config(node: SlapdNode, demo_dir: Path, listen: str) -> str:
     )
 
 
+#: How often the directory looks whether the process that started it is still there.
+PARENT_POLL_S = 0.5
+
+
 def main() -> int:
+    parent = os.getppid()
     demo_dir = Path(sys.argv[1]).resolve()
     listen = os.environ.get("DEMO_API_LISTEN", "127.0.0.1:8080")
     node = SlapdNode(ldif=data.ldif(USERS, GROUPS, (LAYOUT,)))
@@ -68,7 +76,9 @@ def main() -> int:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
+        # Reparented (to init or a subreaper) once the daemon has ended, by any signal.
+        while not stop.wait(PARENT_POLL_S) and os.getppid() == parent:
+            pass
     finally:
         node.close()
     return 0
