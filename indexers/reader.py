@@ -28,6 +28,7 @@ import numpy as np
 
 from catalogd.errors import ExtractionError
 from catalogd.layout import relative_parts
+from indexers import h5lib
 from indexers.base import Deadline, FileChanged
 from indexers.normalise import name_text, to_text
 from indexers.settings import IndexerSettings
@@ -191,7 +192,8 @@ class Node:
     """
 
     __slots__ = (
-        "oid",
+        "hid",
+        "_oid",
         "is_group",
         "_key",
         "_where",
@@ -202,8 +204,11 @@ class Node:
         "_virtual",
     )
 
-    def __init__(self, oid: Any, is_group: bool) -> None:
-        self.oid = oid
+    def __init__(self, hid: int, is_group: bool, oid: Any = None) -> None:
+        #: The HDF5 identifier (owned by the reader that opened it).
+        self.hid = hid
+        #: h5py's object for it, made when first wanted (:attr:`oid`).
+        self._oid = oid
         self.is_group = is_group
         self._key: Any = None
         self._where: str | None = None
@@ -213,6 +218,15 @@ class Node:
         self._mtype: Any = None
         self._plain = False
         self._virtual: bool | None = None
+
+    @property
+    def oid(self) -> Any:
+        """h5py's object for the identifier, made once: most datasets never need one
+        (their shape, type and layout are asked through :mod:`indexers.h5lib`)."""
+        oid = self._oid
+        if oid is None:
+            oid = self._oid = h5lib.wrap(self.hid, self.is_group)
+        return oid
 
     @property
     def is_dataset(self) -> bool:
@@ -231,14 +245,15 @@ class Node:
         dataspace, maxshape None where unlimited."""
         info = self._info
         if info is None:
-            oid = self.oid
-            space = oid.get_space()
-            dims = space.get_simple_extent_dims()  # None for a null dataspace
-            dtype, self._mtype, self._plain = type_info(oid.get_type())
+            dims, maxdims, encoded = h5lib.dataset_space(self.hid)  # None: a null space
+            if encoded is None:  # a type HDF5 cannot encode: h5py works it out
+                found = _type_info(self.oid.get_type().dtype)
+            else:
+                found = _numpy_types.get(encoded) or _decoded_type_info(encoded)
+            dtype, self._mtype, self._plain = found
             if dims:
-                maxdims = space.get_simple_extent_dims(True)
                 unlimited = h5py.h5s.UNLIMITED
-                maxshape = tuple(None if m == unlimited else m for m in maxdims)
+                maxshape = tuple(None if m == unlimited else m for m in maxdims or ())
                 info = (tuple(dims), maxshape, dtype)
             else:  # null, or scalar: no extent beyond its shape
                 info = (dims, dims, dtype)
@@ -267,10 +282,7 @@ class Node:
     @property
     def is_virtual(self) -> bool:
         if self._virtual is None:
-            if self.oid.get_offset() is not None:
-                self._virtual = False  # contiguous storage: no need to ask the layout
-            else:
-                self._virtual = self.oid.get_create_plist().get_layout() == _VIRTUAL_LAYOUT
+            self._virtual = h5lib.is_virtual(self.hid, _VIRTUAL_LAYOUT)
         return self._virtual
 
     def virtual_sources(self) -> list[tuple[str, str]]:
@@ -330,8 +342,10 @@ class Reader:
         #: Memo of the mapping's class and wildcard steps: (group key, segment) -> nodes.
         self.steps: dict[tuple[Any, str], list[Node]] = {}
         self._external: dict[str, Any] = {}
+        #: Identifiers of the objects opened (:mod:`indexers.h5lib`), closed by close().
+        self._opened: list[int] = []
         self.fid, self.swmr = open_file(path)
-        self.root = Node(self.fid, True)
+        self.root = Node(self.fid.id, True, self.fid)
         self.root._where = "/"
         #: The root group of each open file (this one and linked ones), by file number.
         self._roots: dict[Any, Node] = {self.fid.fileno: self.root}
@@ -355,8 +369,11 @@ class Reader:
         self._listings.clear()
         self._direct.clear()
         self.steps.clear()
-        self.root = Node(None, True)
+        self.root = Node(-1, True)
         self._roots.clear()
+        opened, self._opened = self._opened, []
+        for hid in opened:
+            h5lib.close_object(hid)
         self._external.clear()
         self.fid = None
 
@@ -476,7 +493,7 @@ class Reader:
             if link.kind is None:
                 node = None
             elif link.kind == HARD:
-                node = _open(group.oid, link.raw)
+                node = self._open(group, link.raw)
             elif self._hops >= MAX_LINK_HOPS:
                 self.warn(f"{self.where(group)}/{link.name}: more than {MAX_LINK_HOPS} links")
                 node = None
@@ -493,6 +510,15 @@ class Reader:
                     self._hops -= 1
             link.node = node
         return node  # type: ignore[no-any-return]
+
+    def _open(self, group: Node, raw: bytes) -> Node | None:
+        """The group or dataset the hard link ``raw`` of ``group`` names; None when
+        unreachable (or a named datatype)."""
+        opened = h5lib.open_object(group.hid, raw)
+        if opened is None:
+            return None
+        self._opened.append(opened[0])
+        return Node(*opened)
 
     def resolve(self, start: Node, path: bytes) -> Node | None:
         """The object ``path`` names from the group ``start`` (an absolute path: from the
@@ -569,7 +595,7 @@ class Reader:
             return None
         root = self._roots.get(handle.fileno)
         if root is None:
-            root = self._roots[handle.fileno] = Node(handle, True)
+            root = self._roots[handle.fileno] = Node(handle.id, True, handle)
             root._where = "/"
         return self.resolve(root, b"/" + path.lstrip(b"/"))
 
@@ -584,7 +610,7 @@ class Reader:
 
     def _attr(self, node: Node, name: str, text: bool) -> Any:
         try:
-            return _read_attr(node.oid, name, self.settings.max_array_bytes, text=text)
+            return _read_attr(node, name, self.settings.max_array_bytes, text=text)
         except H5_ERRORS as exc:
             self.warn(f"{self.where(node)}@{name}: {_h5_reason(str(exc))}")
             return None
@@ -714,20 +740,6 @@ def _list_links(oid: Any, room: int) -> list[tuple[bytes, int]]:
     return [(name, kind) for name, kind, _ in found]
 
 
-def _open(location: Any, raw: bytes) -> Node | None:
-    """The group or dataset ``raw`` names from ``location``; None when unreachable (or
-    a named datatype)."""
-    try:
-        oid = h5py.h5o.open(location, raw)
-    except H5_ERRORS:
-        return None
-    if isinstance(oid, h5py.h5g.GroupID):
-        return Node(oid, True)
-    if isinstance(oid, h5py.h5d.DatasetID):
-        return Node(oid, False)
-    return None
-
-
 def _high_level(oid: Any) -> Any:
     """h5py's high-level object for an identifier (the rare reads the low level lacks)."""
     if isinstance(oid, h5py.h5f.FileID):
@@ -737,7 +749,7 @@ def _high_level(oid: Any) -> Any:
     return h5py.Dataset(oid)
 
 
-def _read_attr(oid: Any, name: str, max_bytes: int, *, text: bool = False) -> Any:
+def _read_attr(node: Node, name: str, max_bytes: int, *, text: bool = False) -> Any:
     """An attribute through the low-level API (a fraction of ``obj.attrs[name]``'s cost);
     TooLarge when it holds more than ``max_bytes``.
 
@@ -745,8 +757,9 @@ def _read_attr(oid: Any, name: str, max_bytes: int, *, text: bool = False) -> An
     is that string), one variable-length string is read without asking its dataspace.
     """
     raw = name.encode()
-    if not h5py.h5a.exists(oid, raw):
-        return None
+    if not h5lib.has_attribute(node.hid, raw):
+        return None  # (asked without making h5py's object for the node)
+    oid = node.oid
     aid = h5py.h5a.open(oid, raw)
     dtype, mtype, plain = type_info(aid.get_type())
     if not plain:
@@ -803,9 +816,20 @@ def type_info(tid: Any) -> tuple[np.dtype[Any], Any, bool]:
         return _type_info(tid.dtype)
     found = _numpy_types.get(key)
     if found is None:
-        found = _type_info(tid.dtype)
-        if len(_numpy_types) < _NUMPY_TYPES_KEPT:
-            _numpy_types[key] = found
+        found = _keep_type(key, _type_info(tid.dtype))
+    return found
+
+
+def _decoded_type_info(encoded: bytes) -> tuple[np.dtype[Any], Any, bool]:
+    """:func:`type_info` of the type HDF5 encoded as ``encoded``, kept."""
+    return _keep_type(encoded, _type_info(h5py.h5t.decode(encoded).dtype))
+
+
+def _keep_type(
+    key: bytes, found: tuple[np.dtype[Any], Any, bool]
+) -> tuple[np.dtype[Any], Any, bool]:
+    if len(_numpy_types) < _NUMPY_TYPES_KEPT:
+        _numpy_types[key] = found
     return found
 
 
