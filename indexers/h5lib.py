@@ -6,7 +6,7 @@ small file: opening a dataset and asking its shape and type makes three of them.
 functions here call the same library (found through h5py's own extension module, so
 they share its state, its identifiers and its silenced error stack) by ``ctypes`` and
 deal in plain integer identifiers, under h5py's lock (``phil``) as h5py's own calls are.
-Failures raise :class:`OSError`, as h5py's do. The caller owns what :func:`open_object`
+Failures raise :class:`Failed`. The caller owns what :func:`open_object`
 returns and closes it with :func:`close_object`; :func:`wrap` gives h5py's object for
 an identifier when h5py's own machinery is wanted (a value read, a rare type).
 """
@@ -33,6 +33,11 @@ _DATASET: int = h5py.h5i.DATASET
 _NULL_SPACE: int = h5py.h5s.NULL
 #: Bytes of a type's encoding tried first (the common types take 20-40).
 _ENCODE_GUESS = 64
+
+
+class Failed(OSError):
+    """An HDF5 call failed: the caller asks h5py the same, for h5py's own outcome and
+    message (the warnings a file gets are the same whichever way it was read)."""
 
 
 def _bind(name: str, restype: Any, *argtypes: Any) -> Any:
@@ -91,7 +96,7 @@ def wrap(oid: int, is_group: bool) -> Any:
     """h5py's object for an identifier, holding a reference of its own."""
     with phil:
         if _H5Iinc_ref(oid) < 0:
-            raise OSError(f"identifier {oid}: not valid")
+            raise Failed(f"identifier {oid}: not valid")
     return h5py.h5g.GroupID(oid) if is_group else h5py.h5d.DatasetID(oid)
 
 
@@ -104,21 +109,21 @@ def dataset_space(
     with phil:
         space = _H5Dget_space(dataset)
         if space < 0:
-            raise OSError("unable to get the dataspace")
+            raise Failed("unable to get the dataspace")
         try:
             if _H5Sget_simple_extent_type(space) == _NULL_SPACE:
                 dims = maxdims = None
             else:
                 rank = _H5Sget_simple_extent_dims(space, _dims, _maxdims)
                 if rank < 0:
-                    raise OSError("unable to get the dataspace's extent")
+                    raise Failed("unable to get the dataspace's extent")
                 dims = tuple(_dims[:rank])
                 maxdims = tuple(_maxdims[:rank])
         finally:
             _H5Sclose(space)
         dtype = _H5Dget_type(dataset)
         if dtype < 0:
-            raise OSError("unable to get the datatype")
+            raise Failed("unable to get the datatype")
         try:
             return dims, maxdims, _encode(dtype)
         finally:
@@ -146,7 +151,7 @@ def is_virtual(dataset: int, virtual_layout: int) -> bool:
             return False
         plist = _H5Dget_create_plist(dataset)
         if plist < 0:
-            raise OSError("unable to get the dataset's creation properties")
+            raise Failed("unable to get the dataset's creation properties")
         try:
             layout: int = _H5Pget_layout(plist)
             return layout == virtual_layout
@@ -159,5 +164,146 @@ def has_attribute(oid: int, name: bytes) -> bool:
     with phil:
         found: int = _H5Aexists(oid, name)
     if found < 0:
-        raise OSError("unable to tell whether the attribute exists")
+        raise Failed("unable to tell whether the attribute exists")
     return found > 0
+
+
+_H5Aopen = _bind("H5Aopen", _hid, _hid, ctypes.c_char_p, _hid)
+_H5Aclose = _bind("H5Aclose", _int, _hid)
+_H5Aget_type = _bind("H5Aget_type", _hid, _hid)
+_H5Aget_space = _bind("H5Aget_space", _hid, _hid)
+_H5Aget_storage_size = _bind("H5Aget_storage_size", _hsize, _hid)
+_H5Aread = _bind("H5Aread", _int, _hid, _hid, ctypes.c_void_p)
+_H5Tget_cset = _bind("H5Tget_cset", _int, _hid)
+_H5Tcopy = _bind("H5Tcopy", _hid, _hid)
+_H5Tset_size = _bind("H5Tset_size", _int, _hid, ctypes.c_size_t)
+_H5Tset_cset = _bind("H5Tset_cset", _int, _hid, _int)
+_H5free_memory = _bind("H5free_memory", _int, ctypes.c_void_p)
+_H5Dread = _bind("H5Dread", _int, _hid, _hid, _hid, _hid, _hid, ctypes.c_void_p)
+_ALL = 0  # H5S_ALL
+_H5T_VARIABLE = 2**64 - 1  # (size_t)-1
+#: Memory types of one variable-length C string, by character set (made once).
+_vlen_strings: dict[int, int] = {}
+
+
+class Attribute:
+    """One open attribute: its type's encoding, storage size and (when asked) extent;
+    closed on leaving the ``with`` block."""
+
+    __slots__ = ("aid", "tid")
+
+    def __init__(self, oid: int, name: bytes) -> None:
+        with phil:
+            self.aid = _H5Aopen(oid, name, _DEFAULT)
+            if self.aid < 0:
+                raise Failed("unable to open the attribute")
+            self.tid = _H5Aget_type(self.aid)
+        if self.tid < 0:
+            self.close()
+            raise Failed("unable to get the attribute's type")
+
+    def __enter__(self) -> Attribute:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with phil:
+            if self.tid >= 0:
+                _H5Tclose(self.tid)
+            _H5Aclose(self.aid)
+
+    def encoded_type(self) -> bytes | None:
+        with phil:
+            return _encode(self.tid)
+
+    def storage_size(self) -> int:
+        with phil:
+            size: int = _H5Aget_storage_size(self.aid)
+        return size
+
+    def dims(self) -> tuple[int, ...] | None:
+        """The extent: None for a null dataspace, () for a scalar one."""
+        with phil:
+            space = _H5Aget_space(self.aid)
+            if space < 0:
+                raise Failed("unable to get the attribute's dataspace")
+            try:
+                if _H5Sget_simple_extent_type(space) == _NULL_SPACE:
+                    return None
+                rank = _H5Sget_simple_extent_dims(space, _dims, None)
+                if rank < 0:
+                    raise Failed("unable to get the attribute's extent")
+                return tuple(_dims[:rank])
+            finally:
+                _H5Sclose(space)
+
+    def read_into(self, memory_type: int, address: int) -> None:
+        """HDF5's own read (and conversion) into memory at ``address``."""
+        with phil:
+            if _H5Aread(self.aid, memory_type, address) < 0:
+                raise Failed("unable to read the attribute")
+
+    def read_vlen_string(self) -> bytes:
+        """One variable-length string, as its bytes (a null string: empty)."""
+        with phil:
+            pointer = ctypes.c_void_p()
+            if _H5Aread(self.aid, _vlen_string(self.tid), ctypes.byref(pointer)) < 0:
+                raise Failed("unable to read the attribute")
+            return _taken(pointer)
+
+
+def read_dataset(dataset: int, memory_type: int, address: int) -> None:
+    """HDF5's own read (and conversion) of a whole dataset into memory at ``address``."""
+    with phil:
+        if _H5Dread(dataset, memory_type, _ALL, _ALL, _DEFAULT, address) < 0:
+            raise Failed("unable to read the dataset")
+
+
+def read_dataset_vlen_string(dataset: int) -> bytes:
+    """The one variable-length string of a dataset of one element, as its bytes."""
+    with phil:
+        dtype = _H5Dget_type(dataset)
+        if dtype < 0:
+            raise Failed("unable to get the datatype")
+        try:
+            memory = _vlen_string(dtype)
+        finally:
+            _H5Tclose(dtype)
+        pointer = ctypes.c_void_p()
+        if _H5Dread(dataset, memory, _ALL, _ALL, _DEFAULT, ctypes.byref(pointer)) < 0:
+            raise Failed("unable to read the dataset")
+        return _taken(pointer)
+
+
+def _vlen_string(stored: int) -> int:
+    """The memory type of one variable-length C string in the character set of the
+    stored type (HDF5 converts no string between character sets), made once."""
+    cset = _H5Tget_cset(stored)
+    memory = _vlen_strings.get(cset)
+    if memory is None:
+        memory = _H5Tcopy(_c_string())
+        if memory < 0:
+            raise Failed("unable to make a string type")
+        if _H5Tset_size(memory, _H5T_VARIABLE) < 0 or _H5Tset_cset(memory, cset) < 0:
+            _H5Tclose(memory)
+            raise Failed("unable to make a string type")
+        _vlen_strings[cset] = memory
+    return memory
+
+
+def _taken(pointer: ctypes.c_void_p) -> bytes:
+    """The bytes of a C string HDF5 allocated, which is then freed (None: empty)."""
+    if not pointer.value:
+        return b""
+    try:
+        return ctypes.string_at(pointer.value)
+    finally:
+        _H5free_memory(pointer.value)
+
+
+def _c_string() -> int:
+    """HDF5's predefined C string type (a library global, valid once HDF5 is open)."""
+    value: int = _hid.in_dll(_lib, "H5T_C_S1_g").value
+    return value

@@ -245,7 +245,12 @@ class Node:
         dataspace, maxshape None where unlimited."""
         info = self._info
         if info is None:
-            dims, maxdims, encoded = h5lib.dataset_space(self.hid)  # None: a null space
+            try:
+                dims, maxdims, encoded = h5lib.dataset_space(self.hid)  # None: null space
+            except h5lib.Failed:  # h5py's own calls: its outcome, its error
+                space = self.oid.get_space()
+                dims, maxdims = space.get_simple_extent_dims(), space.get_simple_extent_dims(True)
+                encoded = None
             if encoded is None:  # a type HDF5 cannot encode: h5py works it out
                 found = _type_info(self.oid.get_type().dtype)
             else:
@@ -282,7 +287,13 @@ class Node:
     @property
     def is_virtual(self) -> bool:
         if self._virtual is None:
-            self._virtual = h5lib.is_virtual(self.hid, _VIRTUAL_LAYOUT)
+            try:
+                self._virtual = h5lib.is_virtual(self.hid, _VIRTUAL_LAYOUT)
+            except h5lib.Failed:  # h5py's own calls: its outcome, its error
+                self._virtual = (
+                    self.oid.get_offset() is None
+                    and self.oid.get_create_plist().get_layout() == _VIRTUAL_LAYOUT
+                )
         return self._virtual
 
     def virtual_sources(self) -> list[tuple[str, str]]:
@@ -691,6 +702,13 @@ class Reader:
                 f"{size} bytes (shape {list(shape)}) exceeds the {self.settings.max_array_bytes}"
                 "-byte bound"
             )
+        if node._plain and node._mtype is not None:
+            try:
+                out = _native_read(node, shape, dtype, self.settings.max_array_bytes)
+            except h5lib.Failed:  # h5py's own calls: its outcome, its error
+                out = None
+            if out is not None:
+                return out if shape else out[()]
         if node._plain:
             # The low-level read: h5py's slicing machinery costs more than the read.
             out = np.empty(shape, dtype=dtype)
@@ -757,28 +775,115 @@ def _read_attr(node: Node, name: str, max_bytes: int, *, text: bool = False) -> 
     is that string), one variable-length string is read without asking its dataspace.
     """
     raw = name.encode()
-    if not h5lib.has_attribute(node.hid, raw):
-        return None  # (asked without making h5py's object for the node)
+    try:
+        if not h5lib.has_attribute(node.hid, raw):
+            return None
+        return _native_attr(node, raw, name, max_bytes, text=text)
+    except h5lib.Failed:  # h5py's own calls: its outcome, its error
+        if not h5py.h5a.exists(node.oid, raw):
+            return None
+        return _h5py_attr(node, raw, name, max_bytes, None, text=text)
+
+
+def _native_attr(node: Node, raw: bytes, name: str, max_bytes: int, *, text: bool) -> Any:
+    """:func:`_read_attr` of an attribute that exists, through :mod:`indexers.h5lib`
+    (h5py's object for the node is not made); through h5py where its conversions make
+    the value (variable-length values but one string, compound types)."""
+    with h5lib.Attribute(node.hid, raw) as attribute:
+        encoded = attribute.encoded_type()
+        found = None if encoded is None else _numpy_types.get(encoded)
+        if found is None:
+            found = _attribute_type(node, raw, encoded)
+        dtype, mtype, plain = found
+        if not plain or mtype is None:
+            return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+        storage = attribute.storage_size()
+        one = storage == dtype.itemsize
+        if dtype.kind == "O":
+            if not (text and storage == _VLEN_IN_FILE):
+                return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+            value = _vlen_text(attribute.read_vlen_string(), dtype, max_bytes)
+            if value is None:
+                return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+            out = np.empty((), dtype=dtype)
+            out[()] = value
+            return out
+        shape = () if one else _attribute_shape(attribute.dims(), dtype, max_bytes)
+        if shape is None:
+            return None  # a null dataspace
+        out = np.empty(shape, dtype=dtype)
+        attribute.read_into(mtype.id, out.ctypes.data)
+        return out
+
+
+def _native_read(node: Node, shape: tuple[int, ...], dtype: np.dtype[Any], max_bytes: int) -> Any:
+    """A dataset's value through :mod:`indexers.h5lib`: numbers and fixed-length strings,
+    and one variable-length string; None for what h5py's conversions read (other
+    variable-length values)."""
+    if dtype.kind != "O":
+        out = np.empty(shape, dtype=dtype)
+        h5lib.read_dataset(node.hid, node._mtype.id, out.ctypes.data)
+        return out
+    if math.prod(shape) != 1:
+        return None
+    value = _vlen_text(h5lib.read_dataset_vlen_string(node.hid), dtype, max_bytes)
+    if value is None:
+        return None
+    out = np.empty(shape, dtype=dtype)
+    out.flat[0] = value
+    return out
+
+
+def _vlen_text(raw: bytes, dtype: np.dtype[Any], max_bytes: int) -> str | bytes | None:
+    """One variable-length string as h5py gives it (text where its type says UTF-8);
+    None where h5py's own decoding is wanted; TooLarge beyond ``max_bytes``."""
+    value: str | bytes = raw
+    if dtype.metadata and dtype.metadata.get("vlen") is str:
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if len(value) > max_bytes:
+        raise TooLarge(f"{len(value)} bytes of text exceeds the {max_bytes}-byte bound")
+    return value
+
+
+def _attribute_type(node: Node, raw: bytes, encoded: bytes | None) -> Any:
+    """:func:`type_info` of an attribute's type not met before."""
+    if encoded is not None:
+        return _decoded_type_info(encoded)
+    return _type_info(h5py.h5a.open(node.oid, raw).get_type().dtype)
+
+
+def _attribute_shape(
+    shape: tuple[int, ...] | None, dtype: np.dtype[Any], max_bytes: int
+) -> tuple[int, ...] | None:
+    """An attribute's shape, None for a null dataspace; TooLarge beyond ``max_bytes``."""
+    if shape is not None:
+        size = nbytes(shape, dtype.itemsize)
+        if size > max_bytes:
+            raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
+    return shape
+
+
+def _h5py_attr(node: Node, raw: bytes, name: str, max_bytes: int, found: Any, *, text: bool) -> Any:
+    """An attribute read through h5py (variable-length and compound types: h5py's
+    conversions make their values)."""
     oid = node.oid
     aid = h5py.h5a.open(oid, raw)
-    dtype, mtype, plain = type_info(aid.get_type())
+    dtype, mtype, plain = type_info(aid.get_type()) if found is None else found
     if not plain:
         if aid.get_space().get_simple_extent_type() == _NULL_SPACE:
             return None
         return _high_level(oid).attrs[name]
-    shape: tuple[int, ...] | None
     storage = aid.get_storage_size()
-    if storage == dtype.itemsize or (text and storage == _VLEN_IN_FILE and dtype.kind == "O"):
-        # One element (the usual case): its shape, () or (1,), means nothing to the
-        # callers, so the dataspace need not be asked.
-        shape = ()
-    else:
-        shape = aid.get_space().get_simple_extent_dims()
-        if shape is None:
-            return None  # a null dataspace
-        size = nbytes(shape, dtype.itemsize)
-        if size > max_bytes:
-            raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
+    shape: tuple[int, ...] | None = ()
+    if not (storage == dtype.itemsize or (text and storage == _VLEN_IN_FILE and dtype.kind == "O")):
+        # (One element, the usual case: its shape, () or (1,), means nothing to the
+        # callers, so the dataspace need not be asked.)
+        shape = _attribute_shape(aid.get_space().get_simple_extent_dims(), dtype, max_bytes)
+    if shape is None:
+        return None  # a null dataspace
     out = np.empty(shape, dtype=dtype)
     aid.read(out, mtype=mtype)
     if dtype.kind == "O":
