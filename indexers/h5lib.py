@@ -14,6 +14,7 @@ an identifier when h5py's own machinery is wanted (a value read, a rare type).
 from __future__ import annotations
 
 import ctypes
+import struct
 from typing import Any
 
 import h5py
@@ -31,7 +32,8 @@ _MAX_RANK = 32
 _GROUP: int = h5py.h5i.GROUP
 _DATASET: int = h5py.h5i.DATASET
 _NULL_SPACE: int = h5py.h5s.NULL
-#: Bytes of a type's encoding tried first (the common types take 20-40).
+_ITER_INC: int = h5py.h5.ITER_INC
+#: Bytes of a type's encoding kept room for (the common types take 14-40).
 _ENCODE_GUESS = 64
 
 
@@ -131,13 +133,12 @@ def dataset_space(
 
 
 def _encode(dtype: int) -> bytes | None:
+    """HDF5's encoding of a type (h5py's ``TypeID.encode()``); None where it has none."""
     size = _encoded_size
-    size.value = _ENCODE_GUESS
-    if _H5Tencode(dtype, _encoded, ctypes.byref(size)) < 0:
+    size.value = 0
+    if _H5Tencode(dtype, None, ctypes.byref(size)) < 0:  # its size first
         return None
-    if size.value <= _ENCODE_GUESS:
-        return _encoded.raw[: size.value]
-    buffer = ctypes.create_string_buffer(size.value)
+    buffer = _encoded if size.value <= _ENCODE_GUESS else ctypes.create_string_buffer(size.value)
     if _H5Tencode(dtype, buffer, ctypes.byref(size)) < 0:
         return None
     return buffer.raw[: size.value]
@@ -307,3 +308,55 @@ def _c_string() -> int:
     """HDF5's predefined C string type (a library global, valid once HDF5 is open)."""
     value: int = _hid.in_dll(_lib, "H5T_C_S1_g").value
     return value
+
+
+#: (name, link type, whether the creation order is tracked, creation order) of a link.
+LinkRow = tuple[bytes, int, bool, int]
+_LINK_INFO = struct.Struct("=i?xxxq")  # H5L_info2_t: type, corder_valid, corder
+_link_rows: list[LinkRow] = []
+_link_room = [0]
+
+
+def _collect(_group: int, name: bytes, info: int, _data: Any) -> int:
+    kind, tracked, order = _LINK_INFO.unpack(ctypes.string_at(info, _LINK_INFO.size))
+    _link_rows.append((name, kind, tracked, order))
+    return 1 if len(_link_rows) >= _link_room[0] else 0  # positive: stop, no error
+
+
+_ITERATE = ctypes.CFUNCTYPE(_int, _hid, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p)
+_collector = _ITERATE(_collect)
+_H5Literate2 = _bind(
+    "H5Literate2", _int, _hid, _int, _int, ctypes.POINTER(_hsize), _ITERATE, ctypes.c_void_p
+)
+_H5Oget_info3 = _bind("H5Oget_info3", _int, _hid, ctypes.c_void_p, ctypes.c_uint)
+_H5O_INFO_BASIC = 1
+#: H5O_info2_t: fileno (unsigned long), token (16 bytes), then its type, reference count,
+#: four times and attribute count (72 bytes in HDF5 1.12-2.0): room to spare, as HDF5
+#: writes the whole structure.
+_object_info = ctypes.create_string_buffer(512)
+_OBJECT_KEY = ctypes.sizeof(ctypes.c_ulong) + 16
+
+
+def list_links(group: int, index: int, room: int) -> list[LinkRow]:
+    """The first ``room`` links of a group in the order of the index (``h5.INDEX_NAME``
+    or ``h5.INDEX_CRT_ORDER``), in increasing order (h5py's ``links.iterate``)."""
+    with phil:
+        rows: list[LinkRow] = []
+        _link_rows.clear()
+        _link_room[0] = room
+        try:
+            if _H5Literate2(group, index, _ITER_INC, None, _collector, None) < 0:
+                raise Failed("unable to iterate over the links")
+            rows.extend(_link_rows)
+        finally:
+            _link_rows.clear()
+    return rows
+
+
+def object_key(oid: int) -> bytes:
+    """The object's identity: its file's number and its token in that file (what h5py
+    hashes an identifier by)."""
+    with phil:
+        if _H5Oget_info3(oid, _object_info, _H5O_INFO_BASIC) < 0:
+            raise Failed("unable to get the object's info")
+        return _object_info.raw[:_OBJECT_KEY]

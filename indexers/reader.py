@@ -19,8 +19,10 @@ reader, so the second and third of them find the file already indexed.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -236,7 +238,10 @@ class Node:
     def key(self) -> Any:
         """The object's identity in its file (the same object reached by two links)."""
         if self._key is None:
-            self._key = hash(self.oid)
+            try:
+                self._key = h5lib.object_key(self.hid)
+            except h5lib.Failed:
+                self._key = hash(self.oid)
         return self._key
 
     # -- datasets: each raises h5py's errors when the file cannot say -------------------
@@ -422,7 +427,7 @@ class Reader:
         if count:
             room = max(self.settings.max_objects - self.visited, 0) + 1
         try:
-            found = _list_links(group.oid, room)
+            found = _list_links(group, room)
         except H5_ERRORS as exc:
             self.warn(f"{self.where(group)}: members unreadable: {_h5_reason(str(exc))}")
             found = []
@@ -729,33 +734,43 @@ class Reader:
         return node._where
 
 
-def _list_links(oid: Any, room: int) -> list[tuple[bytes, int]]:
+def _list_links(group: Node, room: int) -> list[tuple[bytes, int]]:
     """(name, link type) of the first ``room`` members of a group, in h5py's order:
     creation order where the group tracks it, else by name."""
-    found: list[tuple[bytes, int, int]] = []
-    tracked = [True]
+    try:
+        return _ordered_links(functools.partial(h5lib.list_links, group.hid), room)
+    except h5lib.Failed:  # h5py's own calls: its outcome, its error
+        return _ordered_links(functools.partial(_h5py_links, group.oid), room)
+
+
+def _h5py_links(oid: Any, index: int, room: int) -> list[h5lib.LinkRow]:
+    """:func:`h5lib.list_links` through h5py."""
+    found: list[h5lib.LinkRow] = []
 
     def collect(name: bytes, info: Any) -> bool | None:
-        if tracked[0] and not info.corder_valid:
-            tracked[0] = False
-        found.append((name, info.type, info.corder))
+        found.append((name, info.type, info.corder_valid, info.corder))
         return True if len(found) >= room else None  # a value stops the iteration
 
+    oid.links.iterate(collect, info=True, idx_type=index)
+    return found
+
+
+def _ordered_links(
+    iterate: Callable[[int, int], list[h5lib.LinkRow]], room: int
+) -> list[tuple[bytes, int]]:
     # One pass by name; a group that tracks creation order says so on every link.
-    oid.links.iterate(collect, info=True, idx_type=_INDEX_NAME)
-    if not (found and tracked[0]):
-        return [(name, kind) for name, kind, _ in found]
+    found = iterate(_INDEX_NAME, room)
+    if not (found and all(tracked for _, _, tracked, _ in found)):
+        return [(name, kind) for name, kind, _, _ in found]
     if len(found) < room:
-        found.sort(key=lambda item: item[2])
-        return [(name, kind) for name, kind, _ in found]
+        found.sort(key=lambda item: item[3])
+        return [(name, kind) for name, kind, _, _ in found]
     # Cut short: the first members in creation order are not the first by name.
-    found.clear()
     try:
-        oid.links.iterate(collect, info=True, idx_type=_INDEX_CRT_ORDER)
+        found = iterate(_INDEX_CRT_ORDER, room)
     except H5_ERRORS:  # tracked but not indexed: by name, as h5py lists it
-        found.clear()
-        oid.links.iterate(collect, info=True, idx_type=_INDEX_NAME)
-    return [(name, kind) for name, kind, _ in found]
+        found = iterate(_INDEX_NAME, room)
+    return [(name, kind) for name, kind, _, _ in found]
 
 
 def _high_level(oid: Any) -> Any:
@@ -800,7 +815,7 @@ def _native_attr(node: Node, raw: bytes, name: str, max_bytes: int, *, text: boo
         storage = attribute.storage_size()
         one = storage == dtype.itemsize
         if dtype.kind == "O":
-            if not (text and storage == _VLEN_IN_FILE):
+            if not (text and storage == _VLEN_IN_FILE and _one_element(attribute.dims())):
                 return _h5py_attr(node, raw, name, max_bytes, found, text=text)
             value = _vlen_text(attribute.read_vlen_string(), dtype, max_bytes)
             if value is None:
@@ -808,9 +823,13 @@ def _native_attr(node: Node, raw: bytes, name: str, max_bytes: int, *, text: boo
             out = np.empty((), dtype=dtype)
             out[()] = value
             return out
-        shape = () if one else _attribute_shape(attribute.dims(), dtype, max_bytes)
-        if shape is None:
+        dims = attribute.dims()
+        if dims is None:
             return None  # a null dataspace
+        if one != _one_element(dims):  # (one element, by its storage, or not)
+            return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+        # HDF5 writes every element: the array is made for the attribute's extent.
+        shape = () if one else _attribute_shape(dims, dtype, max_bytes)
         out = np.empty(shape, dtype=dtype)
         attribute.read_into(mtype.id, out.ctypes.data)
         return out
@@ -824,7 +843,7 @@ def _native_read(node: Node, shape: tuple[int, ...], dtype: np.dtype[Any], max_b
         out = np.empty(shape, dtype=dtype)
         h5lib.read_dataset(node.hid, node._mtype.id, out.ctypes.data)
         return out
-    if math.prod(shape) != 1:
+    if not _one_element(shape):
         return None
     value = _vlen_text(h5lib.read_dataset_vlen_string(node.hid), dtype, max_bytes)
     if value is None:
@@ -846,6 +865,11 @@ def _vlen_text(raw: bytes, dtype: np.dtype[Any], max_bytes: int) -> str | bytes 
     if len(value) > max_bytes:
         raise TooLarge(f"{len(value)} bytes of text exceeds the {max_bytes}-byte bound")
     return value
+
+
+def _one_element(dims: tuple[int, ...] | None) -> bool:
+    """Whether a dataspace holds exactly one element (what a read of one writes)."""
+    return dims is not None and math.prod(dims) == 1
 
 
 def _attribute_type(node: Node, raw: bytes, encoded: bytes | None) -> Any:
