@@ -1,4 +1,5 @@
-"""Reading HDF5 safely, and each object once: the only module that talks to h5py.
+"""Reading HDF5 safely, and each object once: the only module (with :mod:`indexers.h5lib`,
+its direct calls into h5py's HDF5 library) that talks to h5py.
 
 Files are opened read-only with HDF5 file locking off, so an acquisition writing the
 file is never blocked, and in SWMR-read mode when a SWMR writer has it open. Arrays
@@ -7,9 +8,14 @@ larger than ``max_array_bytes`` are never read; every link listed counts against
 ValueError, TypeError) are translated here into :class:`ExtractionError` or into
 warnings on the object that failed.
 
-Everything goes through h5py's low-level API (``h5f``, ``h5g``, ``h5l``, ``h5o``,
-``h5a``, ``h5d``): no high-level ``File``/``Group``/``Dataset`` objects, whose
-construction costs more than the HDF5 calls themselves. A :class:`Reader` is an
+Files are opened with h5py's low-level API; the objects in them are opened, listed,
+shaped, typed and their attributes and small values read through :mod:`indexers.h5lib`
+as plain HDF5 identifiers, without h5py's object (and weak reference in its registry)
+for each object, dataspace, type and attribute, which cost more than the HDF5 calls
+themselves on a small file. h5py's own calls (``h5a``, ``h5d``, ``h5l``, a node's
+:attr:`Node.oid`) read what its conversions make (variable-length values other than
+one string, compound types) and redo any call of :mod:`indexers.h5lib` that fails, so
+a value or a warning's message is the one h5py gives. A :class:`Reader` is an
 in-memory index of the file that fills as it is asked: each group's links are listed
 once (:meth:`Reader.listing`), each link's object opened once (:meth:`Reader.target`),
 each dataset's shape and type and each group's ``NX_class`` read once. The NeXus
