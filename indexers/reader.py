@@ -1,4 +1,5 @@
-"""Reading HDF5 safely, and each object once: the only module that talks to h5py.
+"""Reading HDF5 safely, and each object once: the only module (with :mod:`indexers.h5lib`,
+its direct calls into h5py's HDF5 library) that talks to h5py.
 
 Files are opened read-only with HDF5 file locking off, so an acquisition writing the
 file is never blocked, and in SWMR-read mode when a SWMR writer has it open. Arrays
@@ -7,9 +8,14 @@ larger than ``max_array_bytes`` are never read; every link listed counts against
 ValueError, TypeError) are translated here into :class:`ExtractionError` or into
 warnings on the object that failed.
 
-Everything goes through h5py's low-level API (``h5f``, ``h5g``, ``h5l``, ``h5o``,
-``h5a``, ``h5d``): no high-level ``File``/``Group``/``Dataset`` objects, whose
-construction costs more than the HDF5 calls themselves. A :class:`Reader` is an
+Files are opened with h5py's low-level API; the objects in them are opened, listed,
+shaped, typed and their attributes and small values read through :mod:`indexers.h5lib`
+as plain HDF5 identifiers, without h5py's object (and weak reference in its registry)
+for each object, dataspace, type and attribute, which cost more than the HDF5 calls
+themselves on a small file. h5py's own calls (``h5a``, ``h5d``, ``h5l``, a node's
+:attr:`Node.oid`) read what its conversions make (variable-length values other than
+one string, compound types) and redo any call of :mod:`indexers.h5lib` that fails, so
+a value or a warning's message is the one h5py gives. A :class:`Reader` is an
 in-memory index of the file that fills as it is asked: each group's links are listed
 once (:meth:`Reader.listing`), each link's object opened once (:meth:`Reader.target`),
 each dataset's shape and type and each group's ``NX_class`` read once. The NeXus
@@ -19,8 +25,10 @@ reader, so the second and third of them find the file already indexed.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -28,6 +36,7 @@ import numpy as np
 
 from catalogd.errors import ExtractionError
 from catalogd.layout import relative_parts
+from indexers import h5lib
 from indexers.base import Deadline, FileChanged
 from indexers.normalise import name_text, to_text
 from indexers.settings import IndexerSettings
@@ -191,7 +200,8 @@ class Node:
     """
 
     __slots__ = (
-        "oid",
+        "hid",
+        "_oid",
         "is_group",
         "_key",
         "_where",
@@ -202,8 +212,11 @@ class Node:
         "_virtual",
     )
 
-    def __init__(self, oid: Any, is_group: bool) -> None:
-        self.oid = oid
+    def __init__(self, hid: int, is_group: bool, oid: Any = None) -> None:
+        #: The HDF5 identifier (owned by the reader that opened it).
+        self.hid = hid
+        #: h5py's object for it, made when first wanted (:attr:`oid`).
+        self._oid = oid
         self.is_group = is_group
         self._key: Any = None
         self._where: str | None = None
@@ -215,6 +228,15 @@ class Node:
         self._virtual: bool | None = None
 
     @property
+    def oid(self) -> Any:
+        """h5py's object for the identifier, made once: most datasets never need one
+        (their shape, type and layout are asked through :mod:`indexers.h5lib`)."""
+        oid = self._oid
+        if oid is None:
+            oid = self._oid = h5lib.wrap(self.hid, self.is_group)
+        return oid
+
+    @property
     def is_dataset(self) -> bool:
         return not self.is_group
 
@@ -222,7 +244,10 @@ class Node:
     def key(self) -> Any:
         """The object's identity in its file (the same object reached by two links)."""
         if self._key is None:
-            self._key = hash(self.oid)
+            try:
+                self._key = h5lib.object_key(self.hid)
+            except h5lib.Failed:
+                self._key = hash(self.oid)
         return self._key
 
     # -- datasets: each raises h5py's errors when the file cannot say -------------------
@@ -231,14 +256,20 @@ class Node:
         dataspace, maxshape None where unlimited."""
         info = self._info
         if info is None:
-            oid = self.oid
-            space = oid.get_space()
-            dims = space.get_simple_extent_dims()  # None for a null dataspace
-            dtype, self._mtype, self._plain = type_info(oid.get_type())
+            try:
+                dims, maxdims, encoded = h5lib.dataset_space(self.hid)  # None: null space
+            except h5lib.Failed:  # h5py's own calls: its outcome, its error
+                space = self.oid.get_space()
+                dims, maxdims = space.get_simple_extent_dims(), space.get_simple_extent_dims(True)
+                encoded = None
+            if encoded is None:  # a type HDF5 cannot encode: h5py works it out
+                found = _type_info(self.oid.get_type().dtype)
+            else:
+                found = _numpy_types.get(encoded) or _decoded_type_info(encoded)
+            dtype, self._mtype, self._plain = found
             if dims:
-                maxdims = space.get_simple_extent_dims(True)
                 unlimited = h5py.h5s.UNLIMITED
-                maxshape = tuple(None if m == unlimited else m for m in maxdims)
+                maxshape = tuple(None if m == unlimited else m for m in maxdims or ())
                 info = (tuple(dims), maxshape, dtype)
             else:  # null, or scalar: no extent beyond its shape
                 info = (dims, dims, dtype)
@@ -267,10 +298,13 @@ class Node:
     @property
     def is_virtual(self) -> bool:
         if self._virtual is None:
-            if self.oid.get_offset() is not None:
-                self._virtual = False  # contiguous storage: no need to ask the layout
-            else:
-                self._virtual = self.oid.get_create_plist().get_layout() == _VIRTUAL_LAYOUT
+            try:
+                self._virtual = h5lib.is_virtual(self.hid, _VIRTUAL_LAYOUT)
+            except h5lib.Failed:  # h5py's own calls: its outcome, its error
+                self._virtual = (
+                    self.oid.get_offset() is None
+                    and self.oid.get_create_plist().get_layout() == _VIRTUAL_LAYOUT
+                )
         return self._virtual
 
     def virtual_sources(self) -> list[tuple[str, str]]:
@@ -330,8 +364,10 @@ class Reader:
         #: Memo of the mapping's class and wildcard steps: (group key, segment) -> nodes.
         self.steps: dict[tuple[Any, str], list[Node]] = {}
         self._external: dict[str, Any] = {}
+        #: Identifiers of the objects opened (:mod:`indexers.h5lib`), closed by close().
+        self._opened: list[int] = []
         self.fid, self.swmr = open_file(path)
-        self.root = Node(self.fid, True)
+        self.root = Node(self.fid.id, True, self.fid)
         self.root._where = "/"
         #: The root group of each open file (this one and linked ones), by file number.
         self._roots: dict[Any, Node] = {self.fid.fileno: self.root}
@@ -355,8 +391,11 @@ class Reader:
         self._listings.clear()
         self._direct.clear()
         self.steps.clear()
-        self.root = Node(None, True)
+        self.root = Node(-1, True)
         self._roots.clear()
+        opened, self._opened = self._opened, []
+        for hid in opened:
+            h5lib.close_object(hid)
         self._external.clear()
         self.fid = None
 
@@ -394,7 +433,7 @@ class Reader:
         if count:
             room = max(self.settings.max_objects - self.visited, 0) + 1
         try:
-            found = _list_links(group.oid, room)
+            found = _list_links(group, room)
         except H5_ERRORS as exc:
             self.warn(f"{self.where(group)}: members unreadable: {_h5_reason(str(exc))}")
             found = []
@@ -476,7 +515,7 @@ class Reader:
             if link.kind is None:
                 node = None
             elif link.kind == HARD:
-                node = _open(group.oid, link.raw)
+                node = self._open(group, link.raw)
             elif self._hops >= MAX_LINK_HOPS:
                 self.warn(f"{self.where(group)}/{link.name}: more than {MAX_LINK_HOPS} links")
                 node = None
@@ -493,6 +532,15 @@ class Reader:
                     self._hops -= 1
             link.node = node
         return node  # type: ignore[no-any-return]
+
+    def _open(self, group: Node, raw: bytes) -> Node | None:
+        """The group or dataset the hard link ``raw`` of ``group`` names; None when
+        unreachable (or a named datatype)."""
+        opened = h5lib.open_object(group.hid, raw)
+        if opened is None:
+            return None
+        self._opened.append(opened[0])
+        return Node(*opened)
 
     def resolve(self, start: Node, path: bytes) -> Node | None:
         """The object ``path`` names from the group ``start`` (an absolute path: from the
@@ -569,7 +617,7 @@ class Reader:
             return None
         root = self._roots.get(handle.fileno)
         if root is None:
-            root = self._roots[handle.fileno] = Node(handle, True)
+            root = self._roots[handle.fileno] = Node(handle.id, True, handle)
             root._where = "/"
         return self.resolve(root, b"/" + path.lstrip(b"/"))
 
@@ -584,7 +632,7 @@ class Reader:
 
     def _attr(self, node: Node, name: str, text: bool) -> Any:
         try:
-            return _read_attr(node.oid, name, self.settings.max_array_bytes, text=text)
+            return _read_attr(node, name, self.settings.max_array_bytes, text=text)
         except H5_ERRORS as exc:
             self.warn(f"{self.where(node)}@{name}: {_h5_reason(str(exc))}")
             return None
@@ -665,6 +713,13 @@ class Reader:
                 f"{size} bytes (shape {list(shape)}) exceeds the {self.settings.max_array_bytes}"
                 "-byte bound"
             )
+        if node._plain and node._mtype is not None:
+            try:
+                out = _native_read(node, shape, dtype, self.settings.max_array_bytes)
+            except h5lib.Failed:  # h5py's own calls: its outcome, its error
+                out = None
+            if out is not None:
+                return out if shape else out[()]
         if node._plain:
             # The low-level read: h5py's slicing machinery costs more than the read.
             out = np.empty(shape, dtype=dtype)
@@ -685,47 +740,43 @@ class Reader:
         return node._where
 
 
-def _list_links(oid: Any, room: int) -> list[tuple[bytes, int]]:
+def _list_links(group: Node, room: int) -> list[tuple[bytes, int]]:
     """(name, link type) of the first ``room`` members of a group, in h5py's order:
     creation order where the group tracks it, else by name."""
-    found: list[tuple[bytes, int, int]] = []
-    tracked = [True]
+    try:
+        return _ordered_links(functools.partial(h5lib.list_links, group.hid), room)
+    except h5lib.Failed:  # h5py's own calls: its outcome, its error
+        return _ordered_links(functools.partial(_h5py_links, group.oid), room)
+
+
+def _h5py_links(oid: Any, index: int, room: int) -> list[h5lib.LinkRow]:
+    """:func:`h5lib.list_links` through h5py."""
+    found: list[h5lib.LinkRow] = []
 
     def collect(name: bytes, info: Any) -> bool | None:
-        if tracked[0] and not info.corder_valid:
-            tracked[0] = False
-        found.append((name, info.type, info.corder))
+        found.append((name, info.type, info.corder_valid, info.corder))
         return True if len(found) >= room else None  # a value stops the iteration
 
+    oid.links.iterate(collect, info=True, idx_type=index)
+    return found
+
+
+def _ordered_links(
+    iterate: Callable[[int, int], list[h5lib.LinkRow]], room: int
+) -> list[tuple[bytes, int]]:
     # One pass by name; a group that tracks creation order says so on every link.
-    oid.links.iterate(collect, info=True, idx_type=_INDEX_NAME)
-    if not (found and tracked[0]):
-        return [(name, kind) for name, kind, _ in found]
+    found = iterate(_INDEX_NAME, room)
+    if not (found and all(tracked for _, _, tracked, _ in found)):
+        return [(name, kind) for name, kind, _, _ in found]
     if len(found) < room:
-        found.sort(key=lambda item: item[2])
-        return [(name, kind) for name, kind, _ in found]
+        found.sort(key=lambda item: item[3])
+        return [(name, kind) for name, kind, _, _ in found]
     # Cut short: the first members in creation order are not the first by name.
-    found.clear()
     try:
-        oid.links.iterate(collect, info=True, idx_type=_INDEX_CRT_ORDER)
+        found = iterate(_INDEX_CRT_ORDER, room)
     except H5_ERRORS:  # tracked but not indexed: by name, as h5py lists it
-        found.clear()
-        oid.links.iterate(collect, info=True, idx_type=_INDEX_NAME)
-    return [(name, kind) for name, kind, _ in found]
-
-
-def _open(location: Any, raw: bytes) -> Node | None:
-    """The group or dataset ``raw`` names from ``location``; None when unreachable (or
-    a named datatype)."""
-    try:
-        oid = h5py.h5o.open(location, raw)
-    except H5_ERRORS:
-        return None
-    if isinstance(oid, h5py.h5g.GroupID):
-        return Node(oid, True)
-    if isinstance(oid, h5py.h5d.DatasetID):
-        return Node(oid, False)
-    return None
+        found = iterate(_INDEX_NAME, room)
+    return [(name, kind) for name, kind, _, _ in found]
 
 
 def _high_level(oid: Any) -> Any:
@@ -737,7 +788,7 @@ def _high_level(oid: Any) -> Any:
     return h5py.Dataset(oid)
 
 
-def _read_attr(oid: Any, name: str, max_bytes: int, *, text: bool = False) -> Any:
+def _read_attr(node: Node, name: str, max_bytes: int, *, text: bool = False) -> Any:
     """An attribute through the low-level API (a fraction of ``obj.attrs[name]``'s cost);
     TooLarge when it holds more than ``max_bytes``.
 
@@ -745,27 +796,124 @@ def _read_attr(oid: Any, name: str, max_bytes: int, *, text: bool = False) -> An
     is that string), one variable-length string is read without asking its dataspace.
     """
     raw = name.encode()
-    if not h5py.h5a.exists(oid, raw):
+    try:
+        if not h5lib.has_attribute(node.hid, raw):
+            return None
+        return _native_attr(node, raw, name, max_bytes, text=text)
+    except h5lib.Failed:  # h5py's own calls: its outcome, its error
+        if not h5py.h5a.exists(node.oid, raw):
+            return None
+        return _h5py_attr(node, raw, name, max_bytes, None, text=text)
+
+
+def _native_attr(node: Node, raw: bytes, name: str, max_bytes: int, *, text: bool) -> Any:
+    """:func:`_read_attr` of an attribute that exists, through :mod:`indexers.h5lib`
+    (h5py's object for the node is not made); through h5py where its conversions make
+    the value (variable-length values but one string, compound types)."""
+    with h5lib.Attribute(node.hid, raw) as attribute:
+        encoded = attribute.encoded_type()
+        found = None if encoded is None else _numpy_types.get(encoded)
+        if found is None:
+            found = _attribute_type(node, raw, encoded)
+        dtype, mtype, plain = found
+        if not plain or mtype is None:
+            return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+        storage = attribute.storage_size()
+        one = storage == dtype.itemsize
+        if dtype.kind == "O":
+            if not (text and storage == _VLEN_IN_FILE and _one_element(attribute.dims())):
+                return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+            value = _vlen_text(attribute.read_vlen_string(), dtype, max_bytes)
+            if value is None:
+                return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+            out = np.empty((), dtype=dtype)
+            out[()] = value
+            return out
+        dims = attribute.dims()
+        if dims is None:
+            return None  # a null dataspace
+        if one != _one_element(dims):  # (one element, by its storage, or not)
+            return _h5py_attr(node, raw, name, max_bytes, found, text=text)
+        # HDF5 writes every element: the array is made for the attribute's extent.
+        shape = () if one else _attribute_shape(dims, dtype, max_bytes)
+        out = np.empty(shape, dtype=dtype)
+        attribute.read_into(mtype.id, out.ctypes.data)
+        return out
+
+
+def _native_read(node: Node, shape: tuple[int, ...], dtype: np.dtype[Any], max_bytes: int) -> Any:
+    """A dataset's value through :mod:`indexers.h5lib`: numbers and fixed-length strings,
+    and one variable-length string; None for what h5py's conversions read (other
+    variable-length values)."""
+    if dtype.kind != "O":
+        out = np.empty(shape, dtype=dtype)
+        h5lib.read_dataset(node.hid, node._mtype.id, out.ctypes.data)
+        return out
+    if not _one_element(shape):
         return None
+    value = _vlen_text(h5lib.read_dataset_vlen_string(node.hid), dtype, max_bytes)
+    if value is None:
+        return None
+    out = np.empty(shape, dtype=dtype)
+    out.flat[0] = value
+    return out
+
+
+def _vlen_text(raw: bytes, dtype: np.dtype[Any], max_bytes: int) -> str | bytes | None:
+    """One variable-length string as h5py gives it (text where its type says UTF-8);
+    None where h5py's own decoding is wanted; TooLarge beyond ``max_bytes``."""
+    value: str | bytes = raw
+    if dtype.metadata and dtype.metadata.get("vlen") is str:
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if len(value) > max_bytes:
+        raise TooLarge(f"{len(value)} bytes of text exceeds the {max_bytes}-byte bound")
+    return value
+
+
+def _one_element(dims: tuple[int, ...] | None) -> bool:
+    """Whether a dataspace holds exactly one element (what a read of one writes)."""
+    return dims is not None and math.prod(dims) == 1
+
+
+def _attribute_type(node: Node, raw: bytes, encoded: bytes | None) -> Any:
+    """:func:`type_info` of an attribute's type not met before."""
+    if encoded is not None:
+        return _decoded_type_info(encoded)
+    return _type_info(h5py.h5a.open(node.oid, raw).get_type().dtype)
+
+
+def _attribute_shape(
+    shape: tuple[int, ...] | None, dtype: np.dtype[Any], max_bytes: int
+) -> tuple[int, ...] | None:
+    """An attribute's shape, None for a null dataspace; TooLarge beyond ``max_bytes``."""
+    if shape is not None:
+        size = nbytes(shape, dtype.itemsize)
+        if size > max_bytes:
+            raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
+    return shape
+
+
+def _h5py_attr(node: Node, raw: bytes, name: str, max_bytes: int, found: Any, *, text: bool) -> Any:
+    """An attribute read through h5py (variable-length and compound types: h5py's
+    conversions make their values)."""
+    oid = node.oid
     aid = h5py.h5a.open(oid, raw)
-    dtype, mtype, plain = type_info(aid.get_type())
+    dtype, mtype, plain = type_info(aid.get_type()) if found is None else found
     if not plain:
         if aid.get_space().get_simple_extent_type() == _NULL_SPACE:
             return None
         return _high_level(oid).attrs[name]
-    shape: tuple[int, ...] | None
     storage = aid.get_storage_size()
-    if storage == dtype.itemsize or (text and storage == _VLEN_IN_FILE and dtype.kind == "O"):
-        # One element (the usual case): its shape, () or (1,), means nothing to the
-        # callers, so the dataspace need not be asked.
-        shape = ()
-    else:
-        shape = aid.get_space().get_simple_extent_dims()
-        if shape is None:
-            return None  # a null dataspace
-        size = nbytes(shape, dtype.itemsize)
-        if size > max_bytes:
-            raise TooLarge(f"{size} bytes exceeds the {max_bytes}-byte bound")
+    shape: tuple[int, ...] | None = ()
+    if not (storage == dtype.itemsize or (text and storage == _VLEN_IN_FILE and dtype.kind == "O")):
+        # (One element, the usual case: its shape, () or (1,), means nothing to the
+        # callers, so the dataspace need not be asked.)
+        shape = _attribute_shape(aid.get_space().get_simple_extent_dims(), dtype, max_bytes)
+    if shape is None:
+        return None  # a null dataspace
     out = np.empty(shape, dtype=dtype)
     aid.read(out, mtype=mtype)
     if dtype.kind == "O":
@@ -803,9 +951,20 @@ def type_info(tid: Any) -> tuple[np.dtype[Any], Any, bool]:
         return _type_info(tid.dtype)
     found = _numpy_types.get(key)
     if found is None:
-        found = _type_info(tid.dtype)
-        if len(_numpy_types) < _NUMPY_TYPES_KEPT:
-            _numpy_types[key] = found
+        found = _keep_type(key, _type_info(tid.dtype))
+    return found
+
+
+def _decoded_type_info(encoded: bytes) -> tuple[np.dtype[Any], Any, bool]:
+    """:func:`type_info` of the type HDF5 encoded as ``encoded``, kept."""
+    return _keep_type(encoded, _type_info(h5py.h5t.decode(encoded).dtype))
+
+
+def _keep_type(
+    key: bytes, found: tuple[np.dtype[Any], Any, bool]
+) -> tuple[np.dtype[Any], Any, bool]:
+    if len(_numpy_types) < _NUMPY_TYPES_KEPT:
+        _numpy_types[key] = found
     return found
 
 

@@ -217,15 +217,15 @@ def test_each_object_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             lambda name, link: soft.append(name) if isinstance(link, h5py.SoftLink) else None
         )
     opened: list[str] = []
-    real_open = reader_module._open
+    real_open = reader_module.Reader._open
 
-    def spy(location: Any, raw: bytes) -> Any:
-        node = real_open(location, raw)
+    def spy(reader: Any, group: Any, raw: bytes) -> Any:
+        node = real_open(reader, group, raw)
         if node is not None:
             opened.append(h5py.h5i.get_name(node.oid).decode())
         return node
 
-    monkeypatch.setattr(reader_module, "_open", spy)
+    monkeypatch.setattr(reader_module.Reader, "_open", spy)
     result = extract_inline(builtins(), str(path), IndexerSettings(isolation="inline"))
     assert result.ok and len(result.entries) == 3
     assert not [name for name, count in Counter(opened).items() if count > 1]
