@@ -20,6 +20,14 @@ from typing import Any
 import h5py
 from h5py._objects import phil
 
+#: The oldest HDF5 whose calls and structures (``H5Oget_info3``, ``H5Literate2``, object
+#: tokens) this module uses.
+OLDEST_HDF5 = (1, 12, 0)
+if h5py.version.hdf5_version_tuple < OLDEST_HDF5:  # an h5py built on an older HDF5
+    raise ImportError(
+        f"catalogd's HDF5 reader needs h5py built on HDF5 >= 1.12 (h5py's wheels from PyPI "
+        f"are); this h5py {h5py.version.version} is built on HDF5 {h5py.version.hdf5_version}"
+    )
 _lib = ctypes.PyDLL(h5py.defs.__file__)  # its symbols come from h5py's libhdf5
 _hid = ctypes.c_int64
 _int = ctypes.c_int

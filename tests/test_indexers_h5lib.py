@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from indexers import h5lib
 from indexers.reader import _h5py_links
@@ -71,3 +73,16 @@ def test_the_ctypes_calls_agree_with_h5py(tmp_path: Path) -> None:
     del group
     fid.close()
     assert h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE) == 0
+
+
+def test_an_h5py_on_an_older_hdf5_is_refused_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The structures the module hands HDF5 are those of 1.12 and later: on an older
+    library it says so at import instead of reading memory wrongly."""
+    monkeypatch.setattr(h5py.version, "hdf5_version_tuple", (1, 10, 8))
+    monkeypatch.setattr(h5py.version, "hdf5_version", "1.10.8")
+    spec = importlib.util.spec_from_file_location("h5lib_on_1_10", h5lib.__file__)
+    assert spec is not None and spec.loader is not None
+    with pytest.raises(ImportError, match=r"HDF5 >= 1\.12 .* built on HDF5 1\.10\.8"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
