@@ -287,6 +287,10 @@ def bench_settings() -> Settings:
 
 def serve(store_url: str, directory_file: str, port: int, workers: int = 1) -> None:
     """Run the API on 127.0.0.1:``port`` until SIGTERM, from ``workers`` processes."""
+    import api
+
+    where = Path(api.__file__).resolve().parent.parent
+    print(f"API server {os.getpid()}: the code of {where}", file=sys.stderr, flush=True)
     if workers > 1:
         serve_workers(store_url, directory_file, port, workers)
         return
