@@ -2,8 +2,8 @@
 
 Request models (query parameters) validate what a caller may ask; response models say
 exactly what a caller is told, so the OpenAPI description is accurate and no internal
-field (access groups, inode, uid) leaks by accident. Items are built from
-:func:`catalogd.document.to_json`, the same rendering ``catalogd search --json`` prints:
+field (access groups, inode, uid) leaks by accident. Items are built with
+:func:`catalogd.document.rendered`, the rendering of ``catalogd search --json``:
 paths as text with ``\\xNN`` for bytes that are not UTF-8 and their exact bytes in
 ``path_b64``, times as ISO 8601 in UTC.
 """
@@ -14,10 +14,11 @@ import datetime as dt
 import stat
 from typing import Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict
 
-from catalogd.document import FileDocument, display_path, to_json
+from catalogd.document import FileDocument, display_path, rendered
 from catalogd.store.base import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 SortOrder = Literal[
@@ -152,18 +153,34 @@ class FileItem(BaseModel):
 
     @classmethod
     def of(cls, doc: FileDocument) -> FileItem:
-        data = to_json(doc)
-        for name in ("user_type", "beamline", "proposal", "visit", "area"):
-            if data.get(name) is not None:
+        data = rendered(doc, _RENDERED)
+        for name in _DISPLAYED:
+            if data[name] is not None:
                 data[name] = display_path(data[name])
         metadata = doc.metadata if isinstance(doc.metadata, dict) else {}
         master = metadata.get("master")
         role = metadata.get("role")
-        fields = {name: data[name] for name in cls.model_fields if name in data}
-        fields["file_type"] = _file_type(doc.mode)
-        fields["master"] = display_path(master) if isinstance(master, str) else None
-        fields["role"] = role if isinstance(role, str) else None
-        return cls.model_validate(fields)
+        data["file_type"] = _file_type(doc.mode)
+        data["master"] = display_path(master) if isinstance(master, str) else None
+        data["role"] = role if isinstance(role, str) else None
+        return cls.model_validate(data)
+
+
+#: FileItem's fields that are the document's, rendered as to_json renders them (only
+#: these: rendering all of to_json's took half of building an item); those of the
+#: layout shown as paths are (their undecodable bytes as \\xNN).
+_RENDERED = tuple(
+    name for name in FileItem.model_fields if name not in ("file_type", "master", "role")
+)
+_DISPLAYED = ("user_type", "beamline", "proposal", "visit", "area")
+
+
+def json_response(model: BaseModel) -> Response:
+    """``model`` as the JSON answer FastAPI's ``response_model`` sends for it (the same
+    bytes: pydantic's serialiser), without its second validation of a model already
+    validated, which FastAPI runs in the thread pool for a sync route: one hand-off to a
+    thread and back per answer saved."""
+    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
 class SearchResponse(BaseModel):

@@ -31,6 +31,7 @@ from api_support import (
 )
 
 from api.context import embargo_cutoff
+from api.models import SearchResponse
 from catalogd.document import display_path
 from catalogd.store.query import encode_cursor
 
@@ -417,16 +418,39 @@ def test_openapi_describes_the_endpoints_and_credentials(http: TestClient) -> No
     assert "access_groups" not in item and {"path", "path_b64", "indexed_at"} <= set(item)
 
 
+def put_copy(catalogue: Catalogue, digit: str, path: bytes, **changes: bytes) -> None:
+    """A copy of the lysozyme file's document at ``path`` (its id ``digit`` x 32), with
+    ``changes`` of its layout fields (as bytes), in the store and searchable."""
+    fields = {name: os.fsdecode(value) for name, value in changes.items()}
+    doc = catalogue.doc("lysozyme").with_changes(
+        id=digit * 32, path=os.fsdecode(path), name=os.fsdecode(path.rsplit(b"/", 1)[1]), **fields
+    )
+    catalogue.store.put([doc])
+    catalogue.store.flush()
+
+
 def test_display_of_facet_values_that_are_not_utf8(http: TestClient, catalogue: Catalogue) -> None:
     # A proposal directory whose name is not UTF-8 still gives a valid JSON answer.
-    odd = catalogue.doc("lysozyme").with_changes(
-        id="f" * 32,
-        path=os.fsdecode(b"/data/visitor/biomax/2017\xff/x.nxs"),
-        proposal=os.fsdecode(b"2017\xff"),
-    )
-    catalogue.store.put([odd])
-    catalogue.store.flush()
+    put_copy(catalogue, "f", b"/data/visitor/biomax/2017\xff/x.nxs", proposal=b"2017\xff")
     body = http.get("/api/v1/search", headers=ALICE).json()
     assert body["facets"]["proposal"][display_path(os.fsdecode(b"2017\xff"))] == 1
     item = http.get(f"/api/v1/files/{'f' * 32}", headers=ALICE).json()
     assert item["proposal"] == "2017\\xff"
+
+
+def test_answers_are_exactly_their_documented_models(
+    http: TestClient, catalogue: Catalogue
+) -> None:
+    # The answers are sent as their models' JSON without FastAPI's second validation
+    # (api.models.json_response): each must be byte for byte what validating it against
+    # its schema and serialising it gives, for every kind of file, a path that is not
+    # UTF-8 included.
+    put_copy(catalogue, "e", b"/data/visitor/biomax/20170251/2017112208/raw/\xfe.nxs")
+    for headers in (ALICE, STAFF):
+        response = http.get("/api/v1/search", params={"collapse": "false"}, headers=headers)
+        assert response.headers["content-type"] == "application/json"
+        validated = SearchResponse.model_validate_json(response.content)
+        assert validated.items and response.content == validated.model_dump_json().encode()
+        for item in validated.items:
+            single = http.get(f"/api/v1/files/{item.id}", headers=headers)
+            assert single.content == item.model_dump_json().encode()

@@ -28,6 +28,7 @@ from catalogd.document import (
     document_id,
 )
 from catalogd.errors import StoreError, UsageError
+from catalogd.store import es_query
 from catalogd.store import sqlite as sqlite_module
 from catalogd.store.base import SORT_FIELDS, Fingerprint, SearchQuery, SearchResult, Store
 from catalogd.store.elasticsearch import ElasticsearchStore
@@ -555,6 +556,22 @@ def test_facets_count_every_visible_match(store: Store, catalogue: list[FileDocu
     filtered = search(store, text="scan", facets=("kind", "proposal"))
     assert filtered.facets == {"kind": {KIND_NEXUS: 2}, "proposal": {"20170251": 2}}
     assert search(store, facets=()).facets == {}
+
+
+def test_facets_are_the_same_for_a_caller_with_few_groups_or_many(
+    store: Store, catalogue: list[FileDocument]
+) -> None:
+    # Elasticsearch counts the facets of a caller with few groups from the matching
+    # documents' values and those of one with many through the index's ordinals
+    # (es_query.few_documents): the counts are the same.
+    facets = ("user_type", "beamline", "proposal", "visit", "kind")
+    groups = frozenset(group for doc in catalogue for group in doc.access_groups)
+    assert 1 < len(groups) <= es_query.FEW_GROUPS
+    many = groups | {f"other{n}-group" for n in range(es_query.FEW_GROUPS)}
+    few = search(store, groups=groups, facets=facets)
+    assert few.facets["proposal"] and few.facets == search(store, groups=many, facets=facets).facets
+    one = search(store, groups=frozenset({"20170251-group"}), facets=facets)
+    assert one.facets["proposal"] == {"20170251": few.facets["proposal"]["20170251"]}
 
 
 def test_facets_leave_out_missing_values(store: Store) -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from api.context import ApiContext
 from api.deps import SINGLE_VALUED, Caller, Context
-from api.models import ErrorBody, FileItem, SearchParams, SearchResponse
+from api.models import ErrorBody, FileItem, SearchParams, SearchResponse, json_response
 from api.principal import Principal
 from catalogd.document import FileDocument, display_path
 from catalogd.errors import UsageError
@@ -45,22 +45,22 @@ COMMON_ERRORS: dict[int | str, dict[str, object]] = {
     response_model=SearchResponse,
     responses={400: {"model": ErrorBody, "description": "Invalid cursor."}, **COMMON_ERRORS},
 )
-def search(
-    params: Annotated[SearchParams, Query()], principal: Caller, ctx: Context
-) -> SearchResponse:
+def search(params: Annotated[SearchParams, Query()], principal: Caller, ctx: Context) -> Response:
     """Files the caller may see that match every filter, one page in the chosen order."""
     try:
         result = ctx.store.search(search_query(params, principal, ctx))
     except (UsageError, ValueError) as exc:  # a cursor that is not one, for this sort
         raise HTTPException(400, detail=str(exc)) from None
-    return SearchResponse(
-        total=result.total,
-        items=[FileItem.of(doc) for doc in result.items],
-        next_cursor=result.next_cursor,
-        facets={
-            name: {display_path(value): count for value, count in counts.items()}
-            for name, counts in result.facets.items()
-        },
+    return json_response(
+        SearchResponse(
+            total=result.total,
+            items=[FileItem.of(doc) for doc in result.items],
+            next_cursor=result.next_cursor,
+            facets={
+                name: {display_path(value): count for value, count in counts.items()}
+                for name, counts in result.facets.items()
+            },
+        )
     )
 
 
@@ -115,12 +115,12 @@ def get_file(
     doc_id: Annotated[str, Path(description="The document id (32 hex digits).")],
     principal: Caller,
     ctx: Context,
-) -> FileItem:
+) -> Response:
     """One file, if it exists and the caller may see it; 404 in every other case."""
     doc = visible_document(doc_id, principal, ctx)
     if doc is None:
         raise HTTPException(404, detail=NOT_FOUND)
-    return FileItem.of(doc)
+    return json_response(FileItem.of(doc))
 
 
 def visible_document(doc_id: str, principal: Principal, ctx: ApiContext) -> FileDocument | None:

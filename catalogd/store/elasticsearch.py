@@ -517,7 +517,8 @@ class ElasticsearchStore(Store):
             "_source": ["doc"],
         }
         if query.facets:
-            body["aggs"] = q.facet_aggs(query.facets)
+            few = q.few_documents(query.groups, query.public_before)
+            body["aggs"] = q.facet_aggs(query.facets, few=few)
         if query.size:
             body["sort"] = q.sort_clause(query.sort)
             if after is not None:

@@ -168,7 +168,23 @@ def search_after(value: object, doc_id: str) -> list[object]:
     return [order_key(value) if isinstance(value, str) else value, order_key(doc_id)]
 
 
-def facet_aggs(names: tuple[str, ...]) -> JSONDict:
-    return {
-        name: {"terms": {"field": name, "size": FACET_MAX_VALUES}} for name in dict.fromkeys(names)
-    }
+#: A caller with at most this many groups (and no embargo) sees the files of a few
+#: proposals only: their facets are counted from the matching documents' values
+#: (``execution_hint: map``) rather than through the index-wide global ordinals.
+#: Measured on the API benchmark's 100,000 documents (1-4 groups a user): 3.8 against
+#: 5.4 ms of `took` a search; for a caller who sees everything, map took 44 against 14.
+FEW_GROUPS = 8
+
+
+def few_documents(groups: frozenset[str] | None, public_before: str | None) -> bool:
+    """Whether the access filter leaves the files of a few proposals only."""
+    return groups is not None and len(groups) <= FEW_GROUPS and public_before is None
+
+
+def facet_aggs(names: tuple[str, ...], *, few: bool = False) -> JSONDict:
+    """The facets' terms aggregations; ``few`` (see few_documents) counts from the
+    matching documents' values."""
+    terms: JSONDict = {"size": FACET_MAX_VALUES}
+    if few:
+        terms["execution_hint"] = "map"
+    return {name: {"terms": {"field": name, **terms}} for name in dict.fromkeys(names)}
