@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from catalogd.document import FileDocument, document_id
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -56,9 +56,10 @@ from catalogd.policy.walker import (
 from catalogd.store.base import Fingerprint, Store
 from catalogd.store.query import under_prefix
 from catalogd.violations import Violation
-from indexers.base import ExtractResult
-from indexers.base import wants_extraction as _wants_extraction
-from indexers.registry import Registry
+
+if TYPE_CHECKING:  # the indexers (numpy, h5py) are imported when a file is read
+    from indexers.base import ExtractResult
+    from indexers.settings import IndexerSettings
 
 DEFAULT_PROCESSES = os.cpu_count() or 1
 
@@ -284,7 +285,9 @@ def keep_metadata(doc: FileDocument, previous: FileDocument) -> FileDocument:
 # -- extract -------------------------------------------------------------------------
 def wants_extraction(path: str, size: int, hdf5_suffixes: Collection[str]) -> bool:
     """Whether the indexers should read ``path`` (see :func:`indexers.base.wants_extraction`)."""
-    return _wants_extraction(path, size, hdf5_suffixes)
+    from indexers.base import wants_extraction as indexers_wants
+
+    return indexers_wants(path, size, hdf5_suffixes)
 
 
 def merge_result(doc: FileDocument, result: ExtractResult, indexed_at: float) -> FileDocument:
@@ -298,8 +301,17 @@ def merge_result(doc: FileDocument, result: ExtractResult, indexed_at: float) ->
     )
 
 
+class Extractor(Protocol):
+    """What the scan needs of :class:`indexers.registry.Registry`."""
+
+    @property
+    def settings(self) -> IndexerSettings: ...
+
+    def extract_many(self, paths: Iterable[str]) -> Iterator[ExtractResult]: ...
+
+
 def extract_documents(
-    registry: Registry, docs: list[FileDocument], clock: Callable[[], float] = time.time
+    registry: Extractor, docs: list[FileDocument], clock: Callable[[], float] = time.time
 ) -> list[FileDocument]:
     """``docs`` with the metadata the registry read from their files (one batch)."""
     results = {r.path: r for r in registry.extract_many([d.path for d in docs])}
@@ -462,6 +474,7 @@ class EncodedAudit(Protocol):
 __all__ = [
     "Change",
     "Documents",
+    "Extractor",
     "RowMaker",
     "FileStat",
     "TreePass",

@@ -23,9 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from catalogd.document import FileDocument
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -35,6 +37,7 @@ from catalogd.pipeline import (
     DEFAULT_PROCESSES,
     Change,
     Documents,
+    Extractor,
     RowMaker,
     TreePass,
     compare,
@@ -49,7 +52,11 @@ from catalogd.policy.walker import Opener, open_dir
 from catalogd.store.base import Fingerprint, Store
 from catalogd.store.sqlite import SQLiteStore
 from catalogd.store.sqlite_schema import DocRow
-from indexers.registry import Registry
+
+if TYPE_CHECKING:
+    from indexers.base import ExtractResult
+    from indexers.registry import Registry
+    from indexers.settings import IndexerSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,45 @@ class ScanStats:
         return self.files / self.elapsed if self.elapsed > 0 else 0.0
 
 
+class OnDemandRegistry:
+    """The installed indexers (:meth:`indexers.registry.Registry.from_entry_points`),
+    loaded when the scan first hands files to them: a tree without HDF5 files does not
+    pay for importing them (h5py, numpy: ~0.3 s of the command's start-up). With
+    ``[indexers] enabled`` they are loaded at once, so that a name that is not
+    installed is an error before the walk, as before."""
+
+    def __init__(self, settings: IndexerSettings) -> None:
+        self.settings = settings
+        self._registry: Registry | None = None
+        if settings.enabled is not None:
+            self._load()
+
+    def _load(self) -> Registry:
+        if self._registry is None:
+            from indexers.registry import Registry
+
+            self._registry = Registry.from_entry_points(settings=self.settings)
+        return self._registry
+
+    def extract_many(self, paths: Iterable[str]) -> Iterator[ExtractResult]:
+        return self._load().extract_many(paths)
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+    def __enter__(self) -> OnDemandRegistry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class Scanner:
     """Scans trees into one store with one layout and policy; reusable."""
 
@@ -103,7 +149,7 @@ class Scanner:
         names: NameCache | None = None,
         clock: Callable[[], float] = time.time,
         opener: Opener = open_dir,
-        registry: Registry | None = None,
+        registry: Extractor | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
