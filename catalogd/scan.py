@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from catalogd.document import FileDocument
@@ -120,17 +119,6 @@ class OnDemandRegistry:
     def close(self) -> None:
         if self._registry is not None:
             self._registry.close()
-
-    def __enter__(self) -> OnDemandRegistry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Scanner:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import closing
 
 import click
 
@@ -58,7 +59,7 @@ def command(
             required=False,
             **settings.store.index_options(),
         ) as store,
-        OnDemandRegistry(settings.reading(layout)) as registry,
+        closing(OnDemandRegistry(settings.reading(layout))) as registry,
     ):
         scanner = Scanner(
             store,
