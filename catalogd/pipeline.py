@@ -430,12 +430,13 @@ def gone_after_pass(known: Iterable[Fingerprint], unlisted: Collection[str]) -> 
     return [fp for fp in known if not any(under_prefix(fp.path, d) for d in unlisted)]
 
 
-def record_pass(store: Store, tree: TreePass) -> None:
+def record_pass(store: Store, tree: TreePass, *, staged: bool = False) -> None:
     """Record what a complete pass of ``tree.root`` found, as the daemon does per path:
     a finding seen again keeps its first_seen and takes the pass's time as last_seen, a
     new one is opened, an open one the pass no longer found is resolved. Open records
     below a directory the pass could not list are kept open (they could not be looked
-    at: the directory itself is a finding)."""
+    at: the directory itself is a finding). With ``staged``, the store was handed
+    ``tree.finding_rows`` as the walk went (SQLiteStore.staging)."""
     findings = list(tree.findings)
     encoded = tree.finding_rows
     if encoded and not isinstance(store, EncodedAudit):
@@ -451,12 +452,16 @@ def record_pass(store: Store, tree: TreePass) -> None:
                     continue
                 findings.append(v)
                 seen.add(v.key)
-    if not encoded:
+    if not encoded and not staged:
         store.record_audit(findings, scope=tree.root, seen_at=tree.started, recursive=True)
         return
     assert isinstance(store, EncodedAudit)
-    rows = encoded + [store.encode_finding(v) for v in findings]
-    store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, recursive=True)
+    rows = [store.encode_finding(v) for v in findings]
+    if staged:
+        store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, staged=True)
+    else:
+        rows = encoded + rows
+        store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, recursive=True)
 
 
 @runtime_checkable
@@ -467,7 +472,13 @@ class EncodedAudit(Protocol):
     def encode_finding(self, v: Violation) -> Any: ...
 
     def record_audit_rows(
-        self, rows: list[Any], *, scope: str, seen_at: float, recursive: bool = True
+        self,
+        rows: list[Any],
+        *,
+        scope: str,
+        seen_at: float,
+        recursive: bool = True,
+        staged: bool = False,
     ) -> None: ...
 
 

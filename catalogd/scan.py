@@ -49,8 +49,8 @@ from catalogd.pipeline import (
 from catalogd.policy import Policy, make_policy
 from catalogd.policy.walker import Opener, open_dir
 from catalogd.store.base import Fingerprint, Store
-from catalogd.store.sqlite import SQLiteStore
-from catalogd.store.sqlite_schema import DocRow
+from catalogd.store.sqlite import FindingStage, SQLiteStore
+from catalogd.store.sqlite_schema import DocRow, ViolationRow
 
 if TYPE_CHECKING:
     from indexers.base import ExtractResult
@@ -193,8 +193,8 @@ class Scanner:
             )
         # A first scan into an empty catalogue: indexes and full text after the load.
         loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()
-        with loading:
-            self._walk(root, stats, tree, known, maker, row_store, progress)
+        with loading, row_store.staging() if row_store is not None else nullcontext() as stage:
+            self._walk(root, stats, tree, known, maker, row_store, progress, stage)
         self.store.flush()
         stats.finished = time.monotonic()
         if progress is not None:
@@ -212,8 +212,10 @@ class Scanner:
         maker: RowMaker | None,
         row_store: SQLiteStore | None,
         progress: Callable[[ScanStats], None] | None,
+        stage: FindingStage | None,
     ) -> None:
-        """The pass itself: walk, store, record the findings, delete what is gone."""
+        """The pass itself: walk, store, record the findings, delete what is gone.
+        ``stage`` takes the encoded findings as they come (SQLiteStore.staging)."""
         batch: list[FileDocument] = []
         pending: list[FileDocument] = []  # waiting for the indexers
         hdf5_suffixes = self._hdf5_suffixes()
@@ -221,6 +223,7 @@ class Scanner:
         refresh = self.refresh
         last_report = 0.0
         rows: list[DocRow] = []
+        staged: list[ViolationRow] = []
         parts = tree_pass(
             root,
             self.policy,
@@ -233,6 +236,11 @@ class Scanner:
             encode_finding=row_store.encode_finding if row_store is not None else None,
         )
         for part in parts:
+            if stage is not None and part.finding_rows:
+                staged.extend(part.finding_rows)
+                if len(staged) >= self.batch_size:
+                    stage(staged)
+                    staged = []
             if part.rows:
                 assert row_store is not None
                 for path, row in part.rows:
@@ -284,13 +292,16 @@ class Scanner:
             assert row_store is not None
             row_store.put_rows(rows)
             stats.stored += len(rows)
+        if staged:
+            assert stage is not None
+            stage(staged)
         for error in tree.errors:
             log.warning("%s", error)
         stats.errors = list(tree.errors)
         stats.violations = len(tree.findings) + len(tree.finding_rows)
         self.store.flush()
         if tree.complete:
-            record_pass(self.store, tree)
+            record_pass(self.store, tree, staged=stage is not None)
             gone = gone_after_pass(known.values(), tree.unlisted)
             if gone:
                 self.store.delete([fp.id for fp in gone])

@@ -57,6 +57,17 @@ class Audit:
     rows: list[ViolationRow]
     scope_clause: tuple[str, list[object]]
     seen_at: float
+    #: The findings staged (Stage) come before ``rows``; ``unique`` when no two of
+    #: them have the same path and rule.
+    staged: bool = False
+    unique: bool = False
+
+
+@dataclass(slots=True)
+class Stage:
+    """Findings of a pass under way, kept for its Audit (None: drop what is kept)."""
+
+    rows: list[ViolationRow] | None
 
 
 @dataclass(slots=True)
@@ -76,8 +87,8 @@ class Stop:
     pass
 
 
-Op = Put | Delete | Audit | Bulk | Flush | Stop
-Work = Put | Delete | Audit | Bulk
+Op = Put | Delete | Audit | Stage | Bulk | Flush | Stop
+Work = Put | Delete | Audit | Stage | Bulk
 
 
 class Writer(threading.Thread):
@@ -132,7 +143,7 @@ class Writer(threading.Thread):
         return batch
 
     def _process(self, batch: list[Op]) -> bool:
-        work = [op for op in batch if isinstance(op, Put | Delete | Audit | Bulk)]
+        work = [op for op in batch if isinstance(op, Put | Delete | Audit | Stage | Bulk)]
         if work:
             try:
                 self._transaction(work)
@@ -177,6 +188,10 @@ class Writer(threading.Thread):
                     delete_docs(conn, op.ids, bulk=bulk)
                 elif isinstance(op, Bulk):
                     bulk = self._bulk(op.start)
+                elif isinstance(op, Stage):
+                    stage_findings(conn, op.rows)
+                elif op.staged:
+                    write_staged_audit(conn, op.rows, op.scope_clause, op.seen_at, op.unique)
                 else:
                     write_audit(conn, op.rows, scope_clause=op.scope_clause, seen_at=op.seen_at)
             if pending:
@@ -304,3 +319,52 @@ def write_audit(
         f"VALUES ({', '.join('?' * (len(VIOLATION_FIELDS) + 5))})",
         [(*row[:-1], seen_at, seen_at, None) for row in found.values()],
     )
+
+
+#: The findings of a pass under way (Stage), in a temporary table of the writer's
+#: connection: gone with it, so a pass cut short (a crash) leaves nothing behind.
+STAGED = "staged_findings"
+_STAGED_COLUMNS = ("path", "rule", *VIOLATION_FIELDS, "resolved_at")
+
+
+def stage_findings(conn: sqlite3.Connection, rows: Sequence[ViolationRow] | None) -> None:
+    """Keep ``rows`` (encoded findings) for write_staged_audit; None drops those kept."""
+    if rows is None:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{STAGED}")
+        return
+    # No types: the values are kept as they are given.
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGED} ({', '.join(_STAGED_COLUMNS)})")
+    conn.executemany(
+        f"INSERT INTO temp.{STAGED} VALUES ({', '.join('?' * len(_STAGED_COLUMNS))})", rows
+    )
+
+
+def write_staged_audit(
+    conn: sqlite3.Connection,
+    rows: Sequence[ViolationRow],
+    scope_clause: tuple[str, list[object]],
+    seen_at: float,
+    unique: bool,
+) -> None:
+    """:func:`write_audit` of the staged findings followed by ``rows``; the staged ones
+    are dropped. When their keys are ``unique`` and no record in scope is open (a first
+    pass), write_audit would insert them all in their order: they go from the staged
+    table into violations in one statement, with no Python call per row."""
+    stage_findings(conn, rows)
+    where, params = scope_clause
+    open_one = conn.execute(
+        f"SELECT 1 FROM violations WHERE resolved_at IS NULL AND ({where}) LIMIT 1", params
+    ).fetchone()
+    if unique and open_one is None:
+        conn.execute(
+            f"INSERT INTO violations ({VIOLATION_SELECT}) "
+            f"SELECT {', '.join(_STAGED_COLUMNS[:-1])}, ?, ?, NULL FROM temp.{STAGED} "
+            "ORDER BY rowid",
+            (seen_at, seen_at),
+        )
+    else:
+        staged = conn.execute(
+            f"SELECT {', '.join(_STAGED_COLUMNS)} FROM temp.{STAGED} ORDER BY rowid"
+        ).fetchall()
+        write_audit(conn, staged, scope_clause=scope_clause, seen_at=seen_at)
+    stage_findings(conn, None)
