@@ -489,7 +489,7 @@ def test_staged_findings_are_recorded_as_the_memory_store_records_them(
     from catalogd.store.memory import MemoryStore
     from catalogd.violations import ViolationState
 
-    odd = f"{P1}/raw/{os.fsdecode(NON_UTF8)}"
+    odd = os.fsdecode(NON_UTF8)
     first = [violation(f"{P1}/raw/f{i}.h5") for i in range(5)]
     first += [violation(odd, rule="owner", message="caf\udce9"), violation(f"{P1}/raw/f0.h5", "x")]
     if repeated:  # the same key again, other values: the last one's values win
