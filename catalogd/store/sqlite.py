@@ -75,20 +75,32 @@ ITER_CHUNK = 1000
 
 
 class FindingStage:
-    """Stages encoded findings (:meth:`SQLiteStore.staging`) and notes whether their
-    keys (path and rule) are unique: if not, write_audit's rules decide which wins."""
+    """Stages encoded findings (:meth:`SQLiteStore.staging`): each as its path and the
+    number of its tail (the other values, shared by the copies of a directory's
+    findings), and notes whether their keys (path and rule) are unique: if not,
+    write_audit's rules decide which wins."""
 
     def __init__(self, enqueue: Callable[[Op], None]) -> None:
         self._enqueue = enqueue
         self._keys: set[tuple[object, object]] = set()
+        self._tails: dict[tuple[object, ...], int] = {}
         self.unique = True
 
     def __call__(self, rows: list[ViolationRow]) -> None:
-        keys = self._keys
+        keys, tails = self._keys, self._tails
         before = len(keys)
         keys.update([(row[0], row[1]) for row in rows])
         self.unique = self.unique and len(keys) == before + len(rows)
-        self._enqueue(Stage(rows))
+        staged: list[tuple[object, int]] = []
+        new: list[tuple[object, ...]] = []
+        for row in rows:
+            tail = row[1:]
+            number = tails.get(tail)
+            if number is None:
+                number = tails[tail] = len(tails)
+                new.append((number, *tail))
+            staged.append((row[0], number))
+        self._enqueue(Stage(staged, new))
 
 
 class SQLiteStore(Store):
