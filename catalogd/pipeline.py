@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from catalogd.document import FileDocument, document_id
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -56,9 +56,10 @@ from catalogd.policy.walker import (
 from catalogd.store.base import Fingerprint, Store
 from catalogd.store.query import under_prefix
 from catalogd.violations import Violation
-from indexers.base import ExtractResult
-from indexers.base import wants_extraction as _wants_extraction
-from indexers.registry import Registry
+
+if TYPE_CHECKING:  # the indexers (numpy, h5py) are imported when a file is read
+    from indexers.base import ExtractResult
+    from indexers.settings import IndexerSettings
 
 DEFAULT_PROCESSES = os.cpu_count() or 1
 
@@ -284,7 +285,9 @@ def keep_metadata(doc: FileDocument, previous: FileDocument) -> FileDocument:
 # -- extract -------------------------------------------------------------------------
 def wants_extraction(path: str, size: int, hdf5_suffixes: Collection[str]) -> bool:
     """Whether the indexers should read ``path`` (see :func:`indexers.base.wants_extraction`)."""
-    return _wants_extraction(path, size, hdf5_suffixes)
+    from indexers.base import wants_extraction as indexers_wants
+
+    return indexers_wants(path, size, hdf5_suffixes)
 
 
 def merge_result(doc: FileDocument, result: ExtractResult, indexed_at: float) -> FileDocument:
@@ -298,8 +301,17 @@ def merge_result(doc: FileDocument, result: ExtractResult, indexed_at: float) ->
     )
 
 
+class Extractor(Protocol):
+    """What the scan needs of :class:`indexers.registry.Registry`."""
+
+    @property
+    def settings(self) -> IndexerSettings: ...
+
+    def extract_many(self, paths: Iterable[str]) -> Iterator[ExtractResult]: ...
+
+
 def extract_documents(
-    registry: Registry, docs: list[FileDocument], clock: Callable[[], float] = time.time
+    registry: Extractor, docs: list[FileDocument], clock: Callable[[], float] = time.time
 ) -> list[FileDocument]:
     """``docs`` with the metadata the registry read from their files (one batch)."""
     results = {r.path: r for r in registry.extract_many([d.path for d in docs])}
@@ -418,12 +430,13 @@ def gone_after_pass(known: Iterable[Fingerprint], unlisted: Collection[str]) -> 
     return [fp for fp in known if not any(under_prefix(fp.path, d) for d in unlisted)]
 
 
-def record_pass(store: Store, tree: TreePass) -> None:
+def record_pass(store: Store, tree: TreePass, *, staged: bool = False) -> None:
     """Record what a complete pass of ``tree.root`` found, as the daemon does per path:
     a finding seen again keeps its first_seen and takes the pass's time as last_seen, a
     new one is opened, an open one the pass no longer found is resolved. Open records
     below a directory the pass could not list are kept open (they could not be looked
-    at: the directory itself is a finding)."""
+    at: the directory itself is a finding). With ``staged``, the store was handed
+    ``tree.finding_rows`` as the walk went (SQLiteStore.staging)."""
     findings = list(tree.findings)
     encoded = tree.finding_rows
     if encoded and not isinstance(store, EncodedAudit):
@@ -439,12 +452,16 @@ def record_pass(store: Store, tree: TreePass) -> None:
                     continue
                 findings.append(v)
                 seen.add(v.key)
-    if not encoded:
+    if not encoded and not staged:
         store.record_audit(findings, scope=tree.root, seen_at=tree.started, recursive=True)
         return
     assert isinstance(store, EncodedAudit)
-    rows = encoded + [store.encode_finding(v) for v in findings]
-    store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, recursive=True)
+    rows = [store.encode_finding(v) for v in findings]
+    if staged:
+        store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, staged=True)
+    else:
+        rows = encoded + rows
+        store.record_audit_rows(rows, scope=tree.root, seen_at=tree.started, recursive=True)
 
 
 @runtime_checkable
@@ -455,13 +472,20 @@ class EncodedAudit(Protocol):
     def encode_finding(self, v: Violation) -> Any: ...
 
     def record_audit_rows(
-        self, rows: list[Any], *, scope: str, seen_at: float, recursive: bool = True
+        self,
+        rows: list[Any],
+        *,
+        scope: str,
+        seen_at: float,
+        recursive: bool = True,
+        staged: bool = False,
     ) -> None: ...
 
 
 __all__ = [
     "Change",
     "Documents",
+    "Extractor",
     "RowMaker",
     "FileStat",
     "TreePass",

@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from catalogd.document import FileDocument
 from catalogd.errors import StoreError, UsageError, describe_os_error
@@ -35,6 +36,7 @@ from catalogd.pipeline import (
     DEFAULT_PROCESSES,
     Change,
     Documents,
+    Extractor,
     RowMaker,
     TreePass,
     compare,
@@ -47,9 +49,13 @@ from catalogd.pipeline import (
 from catalogd.policy import Policy, make_policy
 from catalogd.policy.walker import Opener, open_dir
 from catalogd.store.base import Fingerprint, Store
-from catalogd.store.sqlite import SQLiteStore
-from catalogd.store.sqlite_schema import DocRow
-from indexers.registry import Registry
+from catalogd.store.sqlite import FindingStage, SQLiteStore
+from catalogd.store.sqlite_schema import DocRow, ViolationRow
+
+if TYPE_CHECKING:
+    from indexers.base import ExtractResult
+    from indexers.registry import Registry
+    from indexers.settings import IndexerSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,34 @@ class ScanStats:
         return self.files / self.elapsed if self.elapsed > 0 else 0.0
 
 
+class OnDemandRegistry:
+    """The installed indexers (:meth:`indexers.registry.Registry.from_entry_points`),
+    loaded when the scan first hands files to them: a tree without HDF5 files does not
+    pay for importing them (h5py, numpy: ~0.3 s of the command's start-up). With
+    ``[indexers] enabled`` they are loaded at once, so that a name that is not
+    installed is an error before the walk, as before."""
+
+    def __init__(self, settings: IndexerSettings) -> None:
+        self.settings = settings
+        self._registry: Registry | None = None
+        if settings.enabled is not None:
+            self._load()
+
+    def _load(self) -> Registry:
+        if self._registry is None:
+            from indexers.registry import Registry
+
+            self._registry = Registry.from_entry_points(settings=self.settings)
+        return self._registry
+
+    def extract_many(self, paths: Iterable[str]) -> Iterator[ExtractResult]:
+        return self._load().extract_many(paths)
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
 class Scanner:
     """Scans trees into one store with one layout and policy; reusable."""
 
@@ -103,7 +137,7 @@ class Scanner:
         names: NameCache | None = None,
         clock: Callable[[], float] = time.time,
         opener: Opener = open_dir,
-        registry: Registry | None = None,
+        registry: Extractor | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
@@ -159,8 +193,8 @@ class Scanner:
             )
         # A first scan into an empty catalogue: indexes and full text after the load.
         loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()
-        with loading:
-            self._walk(root, stats, tree, known, maker, row_store, progress)
+        with loading, row_store.staging() if row_store is not None else nullcontext() as stage:
+            self._walk(root, stats, tree, known, maker, row_store, progress, stage)
         self.store.flush()
         stats.finished = time.monotonic()
         if progress is not None:
@@ -178,8 +212,10 @@ class Scanner:
         maker: RowMaker | None,
         row_store: SQLiteStore | None,
         progress: Callable[[ScanStats], None] | None,
+        stage: FindingStage | None,
     ) -> None:
-        """The pass itself: walk, store, record the findings, delete what is gone."""
+        """The pass itself: walk, store, record the findings, delete what is gone.
+        ``stage`` takes the encoded findings as they come (SQLiteStore.staging)."""
         batch: list[FileDocument] = []
         pending: list[FileDocument] = []  # waiting for the indexers
         hdf5_suffixes = self._hdf5_suffixes()
@@ -187,6 +223,7 @@ class Scanner:
         refresh = self.refresh
         last_report = 0.0
         rows: list[DocRow] = []
+        staged: list[ViolationRow] = []
         parts = tree_pass(
             root,
             self.policy,
@@ -199,6 +236,11 @@ class Scanner:
             encode_finding=row_store.encode_finding if row_store is not None else None,
         )
         for part in parts:
+            if stage is not None and part.finding_rows:
+                staged.extend(part.finding_rows)
+                if len(staged) >= self.batch_size:
+                    stage(staged)
+                    staged = []
             if part.rows:
                 assert row_store is not None
                 for path, row in part.rows:
@@ -250,13 +292,16 @@ class Scanner:
             assert row_store is not None
             row_store.put_rows(rows)
             stats.stored += len(rows)
+        if staged:
+            assert stage is not None
+            stage(staged)
         for error in tree.errors:
             log.warning("%s", error)
         stats.errors = list(tree.errors)
         stats.violations = len(tree.findings) + len(tree.finding_rows)
         self.store.flush()
         if tree.complete:
-            record_pass(self.store, tree)
+            record_pass(self.store, tree, staged=stage is not None)
             gone = gone_after_pass(known.values(), tree.unlisted)
             if gone:
                 self.store.delete([fp.id for fp in gone])

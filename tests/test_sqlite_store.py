@@ -474,3 +474,43 @@ def test_a_bulk_load_cut_short_is_finished_when_the_store_is_next_opened(
     names = {name for _, name, _ in _schema(db)}
     assert sqlite_schema.BULK_PENDING not in names
     assert {name for name, _, _ in sqlite_schema.BULK_INDEXES} <= names
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["unique keys", "a key twice"])
+def test_staged_findings_are_recorded_as_the_memory_store_records_them(
+    db: str, repeated: bool
+) -> None:
+    """The scan hands its findings to the writer as the walk goes (staging) and records
+    them after it: a first pass (one INSERT from the staged table when the keys are
+    unique), then a second pass over open records, give the records that record_audit
+    of the same findings gives on the memory store, times and order of ties included."""
+    from test_store_contract import violation
+
+    from catalogd.store.memory import MemoryStore
+    from catalogd.violations import ViolationState
+
+    odd = os.fsdecode(NON_UTF8)
+    first = [violation(f"{P1}/raw/f{i}.h5") for i in range(5)]
+    first += [violation(odd, rule="owner", message="caf\udce9"), violation(f"{P1}/raw/f0.h5", "x")]
+    if repeated:  # the same key again, other values: the last one's values win
+        first.append(violation(f"{P1}/raw/f1.h5", message="again", severity="critical"))
+    second = [violation(f"{P1}/raw/f{i}.h5", message="second") for i in (1, 3)]
+    second.append(violation(f"{P1}/raw/new.h5"))
+    memory = MemoryStore()
+    with SQLiteStore(db) as store:
+        for seen_at, findings in ((10.0, first), (20.0, second)):
+            memory.record_audit(findings, scope=P1, seen_at=seen_at)
+            rows = [store.encode_finding(v) for v in findings]
+            with store.staging() as stage:
+                stage(rows[:3])
+                stage(rows[3:-1])
+                store.record_audit_rows(rows[-1:], scope=P1, seen_at=seen_at, staged=True)
+            store.flush()
+            for state in ViolationState:
+                assert store.violations(state=state) == memory.violations(state=state)
+        assert len(store.violations(state=ViolationState.RESOLVED)) == 5
+        with store.staging() as stage:  # a pass that is not recorded leaves nothing
+            stage([store.encode_finding(violation(f"{P1}/raw/late.h5"))])
+        store.record_audit_rows([], scope=f"{P1}/raw/late.h5", seen_at=30.0)
+        store.flush()
+        assert [v.path for v in store.violations(path_prefix=f"{P1}/raw/late.h5")] == []

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def err_console() -> Console:
-    """Rich console on standard error (progress bars, tables for people)."""
+    """Rich console on standard error (progress bars, tables for people); rich is
+    imported here, by the commands that show one, not by every command's start-up."""
+    from rich.console import Console
+
     return Console(stderr=True)
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
+from contextlib import closing
 
 import click
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from catalogd.cli import CliContext, pass_cli
-from catalogd.cli.output import err_console, interactive
+from catalogd.cli.output import interactive
 from catalogd.identity import NameCache
 from catalogd.policy import make_policy
-from catalogd.scan import Scanner, ScanStats
+from catalogd.scan import OnDemandRegistry, Scanner, ScanStats
 from catalogd.store import open_spooled_store, spool_directory
-from indexers.registry import Registry
 
 
 @click.command("scan")
@@ -60,7 +59,7 @@ def command(
             required=False,
             **settings.store.index_options(),
         ) as store,
-        Registry.from_entry_points(settings=settings.reading(layout)) as registry,
+        closing(OnDemandRegistry(settings.reading(layout))) as registry,
     ):
         scanner = Scanner(
             store,
@@ -82,6 +81,10 @@ def command(
 
 
 def _scan_with_progress(scanner: Scanner, root: str) -> ScanStats:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from catalogd.cli.output import err_console
+
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]scanning[/] {task.fields[root]}"),

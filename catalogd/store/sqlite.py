@@ -14,7 +14,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import quote
@@ -51,6 +51,7 @@ from catalogd.store.sqlite_writer import (
     Flush,
     Op,
     Put,
+    Stage,
     Stop,
     Writer,
 )
@@ -73,6 +74,35 @@ ACCESS_SET_MAX_ROWS = 20_000
 ITER_CHUNK = 1000
 
 
+class FindingStage:
+    """Stages encoded findings (:meth:`SQLiteStore.staging`): each as its path and the
+    number of its tail (the other values, shared by the copies of a directory's
+    findings), and notes whether their keys (path and rule) are unique: if not,
+    write_audit's rules decide which wins."""
+
+    def __init__(self, enqueue: Callable[[Op], None]) -> None:
+        self._enqueue = enqueue
+        self._keys: set[tuple[object, object]] = set()
+        self._tails: dict[tuple[object, ...], int] = {}
+        self.unique = True
+
+    def __call__(self, rows: list[ViolationRow]) -> None:
+        keys, tails = self._keys, self._tails
+        before = len(keys)
+        keys.update([(row[0], row[1]) for row in rows])
+        self.unique = self.unique and len(keys) == before + len(rows)
+        staged: list[tuple[object, int]] = []
+        new: list[tuple[object, ...]] = []
+        for row in rows:
+            tail = row[1:]
+            number = tails.get(tail)
+            if number is None:
+                number = tails[tail] = len(tails)
+                new.append((number, *tail))
+            staged.append((row[0], number))
+        self._enqueue(Stage(staged, new))
+
+
 class SQLiteStore(Store):
     """The catalogue in one SQLite file at ``path`` (created, with its directory, if missing)."""
 
@@ -85,6 +115,7 @@ class SQLiteStore(Store):
         self._readers_lock = threading.Lock()
         self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._local = threading.local()
+        self._stage: FindingStage | None = None
         self._writer = Writer(self._open_writer(), self._where)
         self._writer.start()
 
@@ -279,10 +310,41 @@ class SQLiteStore(Store):
     encode_finding = staticmethod(violation_row)
 
     def record_audit_rows(
-        self, rows: list[ViolationRow], *, scope: str, seen_at: float, recursive: bool = True
+        self,
+        rows: list[ViolationRow],
+        *,
+        scope: str,
+        seen_at: float,
+        recursive: bool = True,
+        staged: bool = False,
     ) -> None:
-        """``record_audit`` of findings already encoded with :attr:`encode_finding`."""
-        self._enqueue(Audit(rows, sql.scope_clause(scope, recursive), seen_at))
+        """``record_audit`` of findings already encoded with :attr:`encode_finding`;
+        with ``staged``, those staged (inside :meth:`staging`) come before ``rows``."""
+        clause = sql.scope_clause(scope, recursive)
+        stage = self._stage
+        if not staged:
+            self._enqueue(Audit(rows, clause, seen_at))
+        elif stage is None:
+            raise StoreError("staged findings are recorded inside staging()")
+        else:
+            stage(rows)
+            self._enqueue(Audit([], clause, seen_at, staged=True, unique=stage.unique))
+
+    @contextmanager
+    def staging(self) -> Iterator[FindingStage]:
+        """A pass's findings handed to the writer as the pass goes, for its
+        ``record_audit_rows(..., staged=True)``: the writer keeps them as they come,
+        overlapping the walk, and a first pass's findings then go into violations in
+        one statement (the dirty tree's 204,867: ...). Yields the FindingStage that
+        takes rows; what is not recorded when the block ends is dropped."""
+        self._enqueue(Stage(None))
+        self._stage = FindingStage(self._enqueue)
+        try:
+            yield self._stage
+        finally:
+            self._stage = None
+            with suppress(StoreError):
+                self._enqueue(Stage(None))
 
     def flush(self) -> None:
         marker = Flush()

@@ -57,6 +57,21 @@ class Audit:
     rows: list[ViolationRow]
     scope_clause: tuple[str, list[object]]
     seen_at: float
+    #: The findings staged (Stage) come before ``rows``; ``unique`` when no two of
+    #: them have the same path and rule.
+    staged: bool = False
+    unique: bool = False
+
+
+@dataclass(slots=True)
+class Stage:
+    """Findings of a pass under way, kept for its Audit (None: drop what is kept):
+    ``rows`` are (path, tail number), ``tails`` the new (number, *tail), a finding's
+    tail being its encoded values but the path (the copies of a directory's findings
+    share theirs)."""
+
+    rows: list[tuple[object, int]] | None
+    tails: list[tuple[object, ...]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,8 +91,8 @@ class Stop:
     pass
 
 
-Op = Put | Delete | Audit | Bulk | Flush | Stop
-Work = Put | Delete | Audit | Bulk
+Op = Put | Delete | Audit | Stage | Bulk | Flush | Stop
+Work = Put | Delete | Audit | Stage | Bulk
 
 
 class Writer(threading.Thread):
@@ -132,7 +147,7 @@ class Writer(threading.Thread):
         return batch
 
     def _process(self, batch: list[Op]) -> bool:
-        work = [op for op in batch if isinstance(op, Put | Delete | Audit | Bulk)]
+        work = [op for op in batch if isinstance(op, Put | Delete | Audit | Stage | Bulk)]
         if work:
             try:
                 self._transaction(work)
@@ -177,6 +192,10 @@ class Writer(threading.Thread):
                     delete_docs(conn, op.ids, bulk=bulk)
                 elif isinstance(op, Bulk):
                     bulk = self._bulk(op.start)
+                elif isinstance(op, Stage):
+                    stage_findings(conn, op.rows, op.tails)
+                elif op.staged:
+                    write_staged_audit(conn, op.scope_clause, op.seen_at, op.unique)
                 else:
                     write_audit(conn, op.rows, scope_clause=op.scope_clause, seen_at=op.seen_at)
             if pending:
@@ -304,3 +323,63 @@ def write_audit(
         f"VALUES ({', '.join('?' * (len(VIOLATION_FIELDS) + 5))})",
         [(*row[:-1], seen_at, seen_at, None) for row in found.values()],
     )
+
+
+#: The findings of a pass under way (Stage), in temporary tables of the writer's
+#: connection: gone with it, so a pass cut short (a crash) leaves nothing behind.
+STAGED, STAGED_TAILS = "staged_findings", "staged_tails"
+_TAIL_COLUMNS = ("rule", *VIOLATION_FIELDS, "resolved_at")
+#: The staged findings, in their order.
+_STAGED_FROM = (
+    f"FROM temp.{STAGED} f JOIN temp.{STAGED_TAILS} t ON t.tail = f.tail ORDER BY f.rowid"
+)
+#: The columns of a staged finding as write_audit takes them.
+_STAGED_SELECT = ", ".join(("f.path", *(f"t.{name}" for name in _TAIL_COLUMNS)))
+
+
+def stage_findings(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[object, int]] | None,
+    tails: Sequence[tuple[object, ...]] = (),
+) -> None:
+    """Keep ``rows`` and ``tails`` (see Stage) for write_staged_audit; None drops those
+    kept. Two values a row instead of eleven: binding them is most of the cost."""
+    if rows is None:
+        conn.execute(f"DROP TABLE IF EXISTS temp.{STAGED}")
+        conn.execute(f"DROP TABLE IF EXISTS temp.{STAGED_TAILS}")
+        return
+    # No types: the values are kept as they are given.
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGED_TAILS} "
+        f"(tail INTEGER PRIMARY KEY, {', '.join(_TAIL_COLUMNS)})"
+    )
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGED} (path, tail)")
+    conn.executemany(
+        f"INSERT INTO temp.{STAGED_TAILS} VALUES ({', '.join('?' * (len(_TAIL_COLUMNS) + 1))})",
+        tails,
+    )
+    conn.executemany(f"INSERT INTO temp.{STAGED} VALUES (?, ?)", rows)
+
+
+def write_staged_audit(
+    conn: sqlite3.Connection, scope_clause: tuple[str, list[object]], seen_at: float, unique: bool
+) -> None:
+    """:func:`write_audit` of the staged findings, which are then dropped. When their
+    keys are ``unique`` and no record in scope is open (a first pass), write_audit
+    would insert them all in their order: they go from the staged tables into
+    violations in one statement, with no Python call per row."""
+    stage_findings(conn, ())
+    where, params = scope_clause
+    open_one = conn.execute(
+        f"SELECT 1 FROM violations WHERE resolved_at IS NULL AND ({where}) LIMIT 1", params
+    ).fetchone()
+    if unique and open_one is None:
+        conn.execute(
+            f"INSERT INTO violations ({VIOLATION_SELECT}) "
+            f"SELECT {_STAGED_SELECT.removesuffix(', t.resolved_at')}, ?, ?, NULL {_STAGED_FROM}",
+            (seen_at, seen_at),
+        )
+    else:
+        staged = conn.execute(f"SELECT {_STAGED_SELECT} {_STAGED_FROM}").fetchall()
+        write_audit(conn, staged, scope_clause=scope_clause, seen_at=seen_at)
+    stage_findings(conn, None)
