@@ -192,7 +192,14 @@ class Scanner:
                 plain=row_store.plain_rows,
             )
         # A first scan into an empty catalogue: indexes and full text after the load.
-        loading = row_store.bulk_load() if row_store is not None and not known else nullcontext()
+        bulk = row_store is not None and not known
+        log.debug(
+            "scanning %s: %d files of it in the catalogue already%s",
+            root,
+            len(known),
+            "; a first scan: indexes and full text built after the load" if bulk else "",
+        )
+        loading = row_store.bulk_load() if row_store is not None and bulk else nullcontext()
         with loading, row_store.staging() if row_store is not None else nullcontext() as stage:
             self._walk(root, stats, tree, known, maker, row_store, progress, stage)
         self.store.flush()
