@@ -210,7 +210,8 @@ _FIELD_NAMES = tuple(f.name for f in fields(FileDocument))
 
 
 #: How to_json renders each field that is not shown as it is (the API's items too, see
-#: :func:`rendered`): paths as text, times as ISO 8601, tuples as lists.
+#: :func:`rendered`): paths as text, times as ISO 8601, tuples as lists. The rest,
+#: fields and properties (``title``, ``start_time``), are the document's attributes.
 _RENDERERS: dict[str, Callable[[FileDocument], Any]] = {
     "path": lambda doc: display_path(doc.path),
     "path_b64": lambda doc: (
@@ -224,8 +225,6 @@ _RENDERERS: dict[str, Callable[[FileDocument], Any]] = {
     "mtime": lambda doc: utc_iso(doc.mtime),
     "ctime": lambda doc: utc_iso(doc.ctime),
     "indexed_at": lambda doc: utc_iso(doc.indexed_at),
-    "title": lambda doc: doc.title,
-    "start_time": lambda doc: doc.start_time,
 }
 _JSON_NAMES = (*_FIELD_NAMES, "path_b64", "mode_octal", "title", "start_time")
 

@@ -265,7 +265,7 @@ class Node:
             if encoded is None:  # a type HDF5 cannot encode: h5py works it out
                 found = _type_info(self.oid.get_type().dtype)
             else:
-                found = _numpy_types.get(encoded) or _decoded_type_info(encoded)
+                found = _decoded_type_info(encoded)
             dtype, self._mtype, self._plain = found
             if dims:
                 unlimited = h5py.h5s.UNLIMITED
@@ -811,10 +811,7 @@ def _native_attr(node: Node, raw: bytes, name: str, max_bytes: int, *, text: boo
     (h5py's object for the node is not made); through h5py where its conversions make
     the value (variable-length values but one string, compound types)."""
     with h5lib.Attribute(node.hid, raw) as attribute:
-        encoded = attribute.encoded_type()
-        found = None if encoded is None else _numpy_types.get(encoded)
-        if found is None:
-            found = _attribute_type(node, raw, encoded)
+        found = _attribute_type(node, raw, attribute.encoded_type())
         dtype, mtype, plain = found
         if not plain or mtype is None:
             return _h5py_attr(node, raw, name, max_bytes, found, text=text)
@@ -879,7 +876,7 @@ def _one_element(dims: tuple[int, ...] | None) -> bool:
 
 
 def _attribute_type(node: Node, raw: bytes, encoded: bytes | None) -> Any:
-    """:func:`type_info` of an attribute's type not met before."""
+    """:func:`type_info` of an attribute's type (HDF5's ``encoded`` one, else h5py's)."""
     if encoded is not None:
         return _decoded_type_info(encoded)
     return _type_info(h5py.h5a.open(node.oid, raw).get_type().dtype)
@@ -956,8 +953,12 @@ def type_info(tid: Any) -> tuple[np.dtype[Any], Any, bool]:
 
 
 def _decoded_type_info(encoded: bytes) -> tuple[np.dtype[Any], Any, bool]:
-    """:func:`type_info` of the type HDF5 encoded as ``encoded``, kept."""
-    return _keep_type(encoded, _type_info(h5py.h5t.decode(encoded).dtype))
+    """:func:`type_info` of the type HDF5 encoded as ``encoded``: the one kept, or
+    worked out (and kept)."""
+    found = _numpy_types.get(encoded)
+    if found is None:
+        found = _keep_type(encoded, _type_info(h5py.h5t.decode(encoded).dtype))
+    return found
 
 
 def _keep_type(

@@ -333,8 +333,9 @@ _TAIL_COLUMNS = ("rule", *VIOLATION_FIELDS, "resolved_at")
 _STAGED_FROM = (
     f"FROM temp.{STAGED} f JOIN temp.{STAGED_TAILS} t ON t.tail = f.tail ORDER BY f.rowid"
 )
-#: The columns of a staged finding as write_audit takes them.
-_STAGED_SELECT = ", ".join(("f.path", *(f"t.{name}" for name in _TAIL_COLUMNS)))
+#: The columns of a staged finding as violations takes them, then as write_audit does.
+_STAGED_VALUES = ", ".join(("f.path", *(f"t.{name}" for name in _TAIL_COLUMNS[:-1])))
+_STAGED_SELECT = f"{_STAGED_VALUES}, t.{_TAIL_COLUMNS[-1]}"
 
 
 def stage_findings(
@@ -376,7 +377,7 @@ def write_staged_audit(
     if unique and open_one is None:
         conn.execute(
             f"INSERT INTO violations ({VIOLATION_SELECT}) "
-            f"SELECT {_STAGED_SELECT.removesuffix(', t.resolved_at')}, ?, ?, NULL {_STAGED_FROM}",
+            f"SELECT {_STAGED_VALUES}, ?, ?, NULL {_STAGED_FROM}",
             (seen_at, seen_at),
         )
     else:
