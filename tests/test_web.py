@@ -24,6 +24,7 @@ import pytest
 from api_support import build_catalogue
 from ops_daemon import CATALOGD, free_port
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -143,7 +144,11 @@ def log_in(driver: WebDriver, server: Server, user: str, password: str | None = 
     driver.find_element(By.ID, "password").send_keys(password or f"{user}-pw")
     old = driver.find_element(By.ID, "login")
     old.click()
-    WebDriverWait(driver, 30).until(staleness_of(old))
+    # While the page is being replaced chromedriver can answer a question about
+    # the old element with a bare "unknown error" (the node "does not belong to
+    # the document") instead of a stale-element error; that is the navigation
+    # still under way, so ask again until the element is reported stale.
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(staleness_of(old))
 
 
 def wait_for_page(driver: WebDriver, url: str) -> None:
